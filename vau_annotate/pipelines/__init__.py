@@ -1,0 +1,1 @@
+"""User-facing jobs, one module each; they orchestrate annotate/ building blocks over records."""
