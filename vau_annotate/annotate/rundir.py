@@ -80,8 +80,12 @@ class RunDir:
     def dataset_dir(self) -> Path:
         return self.root / "dataset"
 
-    def frameset_path(self, video_id: str) -> Path:
-        return self.frames_dir / safe_name(video_id) / "frameset.json"
+    def frames_path(self, video_id: str, policy: str, max_pixels: int) -> Path:
+        """Folder of one video's frames for one sampling (each stage may sample differently)."""
+        return self.frames_dir / safe_name(video_id) / f"{safe_name(policy.replace(':', '-'))}_{max_pixels}px"
+
+    def frameset_path(self, video_id: str, policy: str, max_pixels: int) -> Path:
+        return self.frames_path(video_id, policy, max_pixels) / "frameset.json"
 
     # run.json --------------------------------------------------------------
     def load_meta(self) -> RunMeta:
@@ -128,11 +132,19 @@ class RunDir:
         return records
 
     # frames ----------------------------------------------------------------
-    def load_frameset(self, video_id: str) -> FrameSet | None:
-        path = self.frameset_path(video_id)
+    def load_frameset(self, video_id: str, policy: str, max_pixels: int) -> FrameSet | None:
+        path = self.frameset_path(video_id, policy, max_pixels)
         if not path.exists():
             return None
         return FrameSet.model_validate_json(path.read_text())
+
+    def sampled_video_ids(self) -> dict[str, set[str]]:
+        """Sampling folder name → ids of the videos finished in it (for `status`)."""
+        done: dict[str, set[str]] = {}
+        if self.frames_dir.exists():
+            for marker in self.frames_dir.glob("*/*/frameset.json"):
+                done.setdefault(marker.parent.name, set()).add(marker.parent.parent.name)
+        return done
 
     # rejects ---------------------------------------------------------------
     def add_reject(self, item: str, stage: str, reason: str, **detail: Any) -> RejectRecord:

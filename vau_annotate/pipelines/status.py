@@ -1,0 +1,91 @@
+"""`vau-annotate status`: what a run directory holds — items per stage, rejects by reason, usage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from vau_annotate.annotate.rundir import RunDir
+
+
+def collect_status(run: Path) -> dict[str, Any]:
+    """Gather everything `status` shows as plain data (also printed with --json)."""
+    rd = RunDir(run)
+    report: dict[str, Any] = {"run": str(run), "stages": {}, "rejects": {}, "usage": []}
+    meta = rd.load_meta() if rd.meta_path.exists() else None
+    if meta is not None:
+        report["source"] = meta.source
+        report["stages_run"] = [s.stage for s in meta.stages]
+    if rd.manifest_path.exists():
+        records = rd.load_manifest()
+        labels = Counter(r.label for r in records)
+        report["stages"]["ingest"] = {"videos": len(records), **dict(labels), "mcqs": sum(len(r.mcqs) for r in records)}
+        for sampling, done in sorted(rd.sampled_video_ids().items()):
+            report["stages"][f"sample {sampling}"] = {"sampled": len(done), "pending": len(records) - len(done)}
+    for (stage, reason), n in sorted(rd.reject_summary().items()):
+        report["rejects"].setdefault(stage, {})[reason] = n
+    if rd.ledger_path.exists():
+        report.update(_ledger_status(rd))
+    return report
+
+
+def _ledger_status(rd: RunDir) -> dict[str, Any]:
+    """Calls, cache hits, tokens, cost and failures as recorded in the ledger."""
+    from vau_annotate.annotate.ledger import Ledger
+
+    ledger = Ledger(rd.ledger_path)
+    try:
+        out: dict[str, Any] = {"usage": ledger.usage_summary()}
+        item_status = getattr(ledger, "item_status_counts", None)
+        if item_status is not None:
+            for stage, counts in item_status().items():
+                out_stage = out.setdefault("item_stages", {})
+                out_stage[stage] = counts
+        return out
+    finally:
+        ledger.close()
+
+
+def render_status(report: dict[str, Any], console: Console) -> None:
+    """Human-readable tables of a `collect_status` report."""
+    console.print(f"[bold]run[/] {report['run']}" + (f"  (source: {report['source']})" if report.get("source") else ""))
+    stages = dict(report.get("stages", {}))
+    stages.update(report.get("item_stages", {}))
+    if stages:
+        table = Table(title="items per stage")
+        table.add_column("stage")
+        table.add_column("counts")
+        for stage, counts in stages.items():
+            table.add_row(stage, ", ".join(f"{k}={v}" for k, v in counts.items()))
+        console.print(table)
+    else:
+        console.print("nothing ingested yet")
+    if report.get("rejects"):
+        table = Table(title="rejects by reason")
+        for column in ("stage", "reason", "items"):
+            table.add_column(column)
+        for stage, reasons in report["rejects"].items():
+            for reason, n in reasons.items():
+                table.add_row(stage, reason, str(n))
+        console.print(table)
+    usage = report.get("usage") or []
+    if usage:
+        table = Table(title="model calls")
+        columns = list(usage[0].keys())
+        for column in columns:
+            table.add_column(column)
+        for row in usage:
+            table.add_row(*[_fmt(row[c]) for c in columns])
+        console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
