@@ -24,6 +24,7 @@ _BUILTIN: dict[str, str] = {
     "dashscope": "vau_annotate.annotate.backends.dashscope_backend:create",
     "vllm": "vau_annotate.annotate.backends.vllm_backend:create",
     "hf": "vau_annotate.annotate.backends.hf_backend:create",
+    "mock": "vau_annotate.annotate.backends.mock_backend:create",
 }
 _REGISTERED: dict[str, Factory] = {}
 

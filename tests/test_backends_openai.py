@@ -1,0 +1,216 @@
+"""openai: backend through the real openai SDK against a loopback OpenAI-protocol peer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import pytest
+from peers import Fault, OpenAIPeer, Reply, tiny_jpeg
+from peers.openai_server import content_parts
+
+from vau_annotate.annotate.backends import (
+    BackendError,
+    ErrorClass,
+    ImagePart,
+    Message,
+    Request,
+    Result,
+    SamplingParams,
+    TextPart,
+    VideoPart,
+    load_backend,
+)
+
+KEY = "sk-test-SECRET0123456789abcdef"
+FRAMES = tuple(tiny_jpeg(40 * i) for i in range(5))
+VIDEO = VideoPart(frames=FRAMES, timestamps=(0.0, 0.5, 1.0, 1.5, 2.0), fps=2.0)
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+
+@pytest.fixture
+def peer() -> Any:
+    with OpenAIPeer() as server:
+        yield server
+
+
+def ask(text: str = "hello", *parts: Any, params: SamplingParams | None = None) -> Request:
+    return Request(messages=(Message.text("system", "be brief"), Message("user", (*parts, TextPart(text)))), params=params or SamplingParams())
+
+
+def run(backend: Any, *requests: Request) -> list[Result | BackendError]:
+    """Send the requests concurrently on one backend; failures come back as values."""
+
+    async def go() -> list[Result | BackendError]:
+        try:
+            return list(await asyncio.gather(*(backend.generate(r) for r in requests), return_exceptions=True))
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def backend_for(peer: OpenAIPeer, **options: Any) -> Any:
+    return load_backend(f"openai:tiny-vl@{peer.base_url}", **options)
+
+
+def test_text_call_maps_answer_usage_and_latency(peer: OpenAIPeer) -> None:
+    peer.script.push(Reply("a short answer", finish_reason="length", input_tokens=42, output_tokens=7))
+    [result] = run(backend_for(peer), ask("describe", params=SamplingParams(max_tokens=33, temperature=0.2, seed=5, stop=("</answer>",))))
+    assert isinstance(result, Result)
+    assert (result.text, result.finish_reason, result.input_tokens, result.output_tokens) == ("a short answer", "length", 42, 7)
+    assert 0 < result.latency_s < 5
+    sent = peer.script.last
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    body = sent.body
+    assert body["model"] == "tiny-vl"
+    assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "describe"}]
+    assert (body["max_tokens"], body["temperature"], body["seed"], body["stop"]) == (33, 0.2, 5, ["</answer>"])
+    assert "media_io_kwargs" not in body
+
+
+def test_image_is_sent_as_data_url(peer: OpenAIPeer) -> None:
+    image = tiny_jpeg(7)
+    [result] = run(backend_for(peer), ask("what is this?", ImagePart(image)))
+    assert isinstance(result, Result)
+    parts = content_parts(peer.script.last)
+    image_parts = [p for p in parts if p["type"] == "image_url"]
+    assert len(image_parts) == 1
+    prefix, payload = image_parts[0]["image_url"]["url"].split(",", 1)
+    assert prefix == "data:image/jpeg;base64"
+    assert base64.b64decode(payload) == image
+    assert parts[-1] == {"type": "text", "text": "what is this?"}
+
+
+def test_video_as_one_video_url_with_every_frame_and_the_fps(peer: OpenAIPeer) -> None:
+    [result] = run(backend_for(peer), ask("what happens?", VIDEO))
+    assert isinstance(result, Result)
+    body = peer.script.last.body
+    [video] = [p for p in content_parts(peer.script.last) if p["type"] == "video_url"]
+    prefix, payload = video["video_url"]["url"].split(",", 1)
+    assert prefix == "data:video/jpeg;base64"
+    assert [base64.b64decode(f) for f in payload.split(",")] == list(FRAMES)
+    assert body["media_io_kwargs"] == {"video": {"fps": 2.0, "num_frames": -1}}
+
+
+def test_video_as_timestamped_images(peer: OpenAIPeer) -> None:
+    [result] = run(backend_for(peer, video_mode="images"), ask("what happens?", VIDEO))
+    assert isinstance(result, Result)
+    parts = content_parts(peer.script.last)[1:]  # after the system prompt
+    images = [p for p in parts if p["type"] == "image_url"]
+    stamps = [p["text"] for p in parts if p["type"] == "text"][:-1]
+    assert [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in images] == list(FRAMES)
+    assert stamps == ["<0.0 seconds>", "<0.5 seconds>", "<1.0 seconds>", "<1.5 seconds>", "<2.0 seconds>"]
+    assert parts[0]["type"] == "text" and parts[1]["type"] == "image_url"  # each stamp precedes its frame
+    assert "media_io_kwargs" not in peer.script.last.body
+
+
+FAULTS: dict[str, tuple[Fault, ErrorClass, str, float | None]] = {
+    "429 Retry-After": (Fault.rate_limit(2.5), ErrorClass.RETRYABLE, "rate_limit", 2.5),
+    "429 retry-after-ms": (Fault.rate_limit(retry_after_ms=1500), ErrorClass.RETRYABLE, "rate_limit", 1.5),
+    "429 no header": (Fault.rate_limit(), ErrorClass.RETRYABLE, "rate_limit", None),
+    "429 insufficient_quota": (Fault.of("quota"), ErrorClass.FATAL, "quota", None),
+    "401 invalid key": (Fault.of("invalid_key"), ErrorClass.FATAL, "auth", None),
+    "403 forbidden": (Fault.of("forbidden"), ErrorClass.FATAL, "auth", None),
+    "400 data_inspection_failed": (Fault.of("moderation"), ErrorClass.PERMANENT, "moderation", None),
+    "400 content_filter": (Fault.of("moderation", code="content_filter"), ErrorClass.PERMANENT, "moderation", None),
+    "200 finish content_filter": (Fault.of("moderation_finish"), ErrorClass.PERMANENT, "moderation", None),
+    "400 bad request": (Fault.of("bad_request"), ErrorClass.PERMANENT, "bad_request", None),
+    "500": (Fault.of("server_error"), ErrorClass.RETRYABLE, "server_error", None),
+    "200 not JSON": (Fault.of("malformed"), ErrorClass.RETRYABLE, "malformed", None),
+    "200 truncated body": (Fault.of("truncated"), ErrorClass.RETRYABLE, "malformed", None),
+    "200 no choices": (Fault.of("empty"), ErrorClass.PERMANENT, "malformed", None),
+}
+
+
+def test_faults_are_classified(peer: OpenAIPeer) -> None:
+    """Every fault in turn on one backend (one client: building an SDK client costs ~0.2 s here)."""
+    peer.script.push(*(fault for fault, *_ in FAULTS.values()))
+    errors = run_serially(backend_for(peer), ask(), len(FAULTS))
+    got = {name: _outcome(error) for name, error in zip(FAULTS, errors)}
+    assert got == {name: tuple(expected) for name, (_, *expected) in FAULTS.items()}
+    assert all(KEY not in str(e) and KEY not in repr(getattr(e, "args", "")) for e in errors)
+
+
+def _outcome(error: Result | BackendError) -> tuple[Any, ...]:
+    if isinstance(error, Result):
+        return ("no error", error.text)
+    return (error.error_class, error.code, error.retry_after)
+
+
+def run_serially(backend: Any, request: Request, times: int) -> list[Result | BackendError]:
+    async def go() -> list[Result | BackendError]:
+        outcomes: list[Result | BackendError] = []
+        try:
+            for _ in range(times):
+                try:
+                    outcomes.append(await backend.generate(request))
+                except BackendError as error:
+                    outcomes.append(error)
+        finally:
+            await backend.aclose()
+        return outcomes
+
+    return asyncio.run(go())
+
+
+def test_key_echoed_by_server_is_scrubbed_and_never_logged(peer: OpenAIPeer, caplog: pytest.LogCaptureFixture) -> None:
+    peer.script.push(Fault.of("invalid_key"))
+    with caplog.at_level(logging.DEBUG):
+        backend = backend_for(peer)
+        [error] = run(backend, ask())
+    assert isinstance(error, BackendError)
+    assert "OPENAI_API_KEY" in str(error)  # tells the user which variable to fix
+    assert KEY not in str(error) and KEY not in repr(backend)
+    assert all(KEY not in record.getMessage() for record in caplog.records)
+
+
+def test_timeout_is_retryable_and_bounded(peer: OpenAIPeer) -> None:
+    peer.script.push(Fault.hang(2.0))
+    backend = backend_for(peer, timeout=0.5)  # building the client is not part of the call
+    started = time.monotonic()
+    [error] = run(backend, ask())
+    elapsed = time.monotonic() - started
+    assert isinstance(error, BackendError)
+    assert (error.error_class, error.code) == (ErrorClass.RETRYABLE, "timeout")
+    assert elapsed < 1.5
+
+
+def test_refused_connection_is_retryable() -> None:
+    with OpenAIPeer() as closed:
+        url = closed.base_url
+    [error] = run(load_backend(f"openai:m@{url}", timeout=2.0), ask())
+    assert isinstance(error, BackendError)
+    assert (error.error_class, error.code) == (ErrorClass.RETRYABLE, "connection")
+
+
+def test_missing_key_is_fatal_for_openai_and_a_placeholder_for_custom_servers(peer: OpenAIPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_KEY", raising=False)
+    with pytest.raises(BackendError) as info:
+        load_backend("openai:gpt-4o", api_key_env="MY_KEY")
+    assert info.value.error_class is ErrorClass.FATAL and "MY_KEY" in str(info.value)
+    [result] = run(backend_for(peer, api_key_env="MY_KEY"), ask())
+    assert isinstance(result, Result)
+    assert peer.script.last.headers["authorization"] == "Bearer EMPTY"
+
+
+def test_rejects_unknown_video_mode(peer: OpenAIPeer) -> None:
+    with pytest.raises(ValueError, match="video_mode"):
+        backend_for(peer, video_mode="mp4")
+
+
+def test_64_concurrent_calls_overlap(peer: OpenAIPeer) -> None:
+    peer.script.latency_s = 0.2
+    started = time.monotonic()
+    results = run(backend_for(peer), *(ask(f"q{i}") for i in range(64)))
+    elapsed = time.monotonic() - started
+    assert all(isinstance(r, Result) for r in results)
+    assert peer.script.calls == 64
+    assert elapsed < 6.0  # serial would take 12.8 s; the SDK itself costs ~15 ms of CPU per call here
