@@ -1,0 +1,224 @@
+"""Engine throughput: many concurrent calls against a slow OpenAI-compatible server, then the cache.
+
+A loopback OpenAI-compatible peer (tests/peers/openai_server.py, in its own process so that
+server and client do not share one GIL) answers every chat completion after --latency seconds.
+
+  engine        --calls distinct requests through Engine + the `openai:` backend (AsyncOpenAI) at
+                --concurrency; ideal rate = concurrency / latency (64 / 0.2 s = 320 calls/s).
+                Target: achieved / ideal ≥ 0.90.
+  sequential    the baseline a plain script gets: a loop of synchronous SDK calls
+                (`openai.OpenAI().chat.completions.create`). Only --sequential calls are measured
+                (2,000 would take ~7 minutes); the time for --calls is extrapolated and says so.
+  SDK gather    the same --calls with bare `AsyncOpenAI` + asyncio.gather at --concurrency: no
+                engine, no ledger. It is the ceiling of the SDK's HTTP stack on this machine, so
+                engine / SDK gather isolates what the engine itself costs.
+  warm ledger   the same requests again through a new Engine on the same ledger: every answer must
+                come from the ledger (the server's request count must not move). Target ≥ 5,000
+                answers/s.
+
+    python benchmarks/bench_engine.py [--calls 2000] [--concurrency 64] [--latency 0.2]
+                                      [--sequential 20] [--strict]
+
+Exit status: 1 if any call reached the server on the warm run (a correctness failure), or, with
+--strict, if a target was missed.
+
+What limits the engine row is printed too: client CPU per call. Profiles (py-spy) of the engine
+row put ~96 % of the client's CPU inside the openai SDK and its HTTP stack (request transforms,
+httpx2/httpcore2 connection-pool bookkeeping, response parsing) and ~2 % in the engine and ledger
+together; the ideal rate on one event loop needs at most concurrency⁻¹ × latency of CPU per call
+(3.1 ms at 64 / 0.2 s), so on a machine where one SDK call costs more CPU than that, the SDK —
+not the engine — sets the ceiling, and "engine / SDK gather" shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vau_annotate.annotate.backends import Message, Request, SamplingParams, load_backend  # noqa: E402
+from vau_annotate.annotate.engine import Engine  # noqa: E402
+from vau_annotate.annotate.ledger import Ledger  # noqa: E402
+
+ENGINE_TARGET = 0.90
+CACHE_TARGET = 5000.0
+
+
+# -- the server, in its own process -------------------------------------------------------------
+
+def _serve(conn: Connection, latency: float) -> None:
+    """Child process: run the peer and answer "count" / "stop" over the pipe."""
+    from tests.peers.openai_server import OpenAIPeer
+
+    server = OpenAIPeer(latency_s=latency).start()
+    conn.send(server.base_url)
+    while True:
+        command = conn.recv()
+        if command == "count":
+            conn.send(server.script.calls)
+        elif command == "stop":
+            server.close()
+            conn.send("stopped")
+            return
+
+
+class ServerProcess:
+    """The peer in a child process; `calls` asks it how many requests it received."""
+
+    def __init__(self, latency: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process.start()
+        self.base_url: str = self._conn.recv()
+
+    @property
+    def calls(self) -> int:
+        self._conn.send("count")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        self._conn.send("stop")
+        self._conn.recv()
+        self._process.join(timeout=10)
+
+
+# -- the measurements ---------------------------------------------------------------------------
+
+def requests(n: int) -> list[tuple[str, Request]]:
+    """Distinct short prompts (distinct keys: nothing is a cache hit on the first run)."""
+    params = SamplingParams(max_tokens=64)
+    return [
+        (f"item{i}", Request(messages=(Message.text("user", f"Describe clip {i} in one sentence."),), params=params, prompt_name="bench", prompt_hash="h"))
+        for i in range(n)
+    ]
+
+
+def sequential_sdk(base_url: str, n: int) -> float:
+    """Seconds per call of a plain synchronous SDK loop (the usual first script)."""
+    import openai
+
+    client = openai.OpenAI(api_key="EMPTY", base_url=base_url, max_retries=0)
+    start = time.perf_counter()
+    for i in range(n):
+        client.chat.completions.create(model="bench", messages=[{"role": "user", "content": f"Describe clip {i}."}], max_tokens=64)
+    elapsed = time.perf_counter() - start
+    client.close()
+    return elapsed / n
+
+
+async def sdk_gather(base_url: str, batch: list[tuple[str, Request]], concurrency: int) -> tuple[float, float]:
+    """(seconds, CPU seconds) for the batch through bare AsyncOpenAI + a semaphore (no engine, no ledger)."""
+    import openai
+
+    client = openai.AsyncOpenAI(api_key="EMPTY", base_url=base_url, max_retries=0)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(request: Request) -> None:
+        async with semaphore:
+            text = request.messages[0].parts[0].text  # type: ignore[union-attr]
+            await client.chat.completions.create(model="bench", messages=[{"role": "user", "content": "sdk " + text}], max_tokens=64)
+
+    await one(batch[0][1])  # connection set-up and lazy imports are not what is measured
+    start, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one(request) for _, request in batch))
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    await client.close()
+    return elapsed, cpu
+
+
+@dataclass
+class Pass:
+    seconds: float
+    cpu_s: float
+    ok: int
+    cache_hits: int
+
+
+async def engine_run(spec: str, ledger_path: Path, batch: list[tuple[str, Request]], concurrency: int) -> Pass:
+    """One engine pass over the batch (the backend is created and warmed outside the clock)."""
+    backend = load_backend(spec)
+    ledger = Ledger(ledger_path)
+    warm = Request(messages=(Message.text("user", "warm-up"),))
+    await Engine(backend, ledger, stage="warm-up").call("warm-up", warm)
+    engine = Engine(backend, ledger, stage="bench", concurrency=concurrency)
+    try:
+        start, cpu = time.perf_counter(), time.process_time()
+        outcomes = await engine.run_all(batch)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        await backend.aclose()
+        ledger.close()
+    return Pass(elapsed, cpu, sum(o.ok for o in outcomes), engine.usage.cache_hits)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--sequential", type=int, default=20, help="sequential SDK calls to measure (then extrapolated)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+
+    server = ServerProcess(args.latency)
+    spec = f"openai:bench@{server.base_url}"
+    batch = requests(args.calls)
+    ideal = args.concurrency / args.latency
+    load_before = os.getloadavg()[0]
+    try:
+        per_call = sequential_sdk(server.base_url, args.sequential)
+        gather_s, gather_cpu = asyncio.run(sdk_gather(server.base_url, batch, args.concurrency))
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger_path = Path(tmp) / "ledger.sqlite"
+            before = server.calls
+            cold = asyncio.run(engine_run(spec, ledger_path, batch, args.concurrency))
+            cold_calls = server.calls - before - 1  # minus the warm-up call
+            before = server.calls
+            warm = asyncio.run(engine_run(spec, ledger_path, batch, args.concurrency))
+            warm_calls = server.calls - before
+    finally:
+        server.close()
+
+    engine_rate = args.calls / cold.seconds
+    gather_rate = args.calls / gather_s
+    ratio = engine_rate / ideal
+    cache_rate = args.calls / warm.seconds
+    print(f"server: OpenAI-compatible loopback peer (tests/peers), {args.latency * 1000:.0f} ms per answer, own process")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after")
+    print(f"{'run':<36}{'calls':>7}{'seconds':>10}{'calls/s':>10}")
+    print(f"{'sequential SDK loop (measured)':<36}{args.sequential:>7}{per_call * args.sequential:>10.2f}{1 / per_call:>10.1f}")
+    print(f"{'sequential SDK loop (extrapolated)':<36}{args.calls:>7}{per_call * args.calls:>10.1f}{1 / per_call:>10.1f}")
+    print(f"{f'SDK gather, concurrency {args.concurrency}':<36}{args.calls:>7}{gather_s:>10.2f}{gather_rate:>10.1f}")
+    print(f"{f'engine, concurrency {args.concurrency}':<36}{args.calls:>7}{cold.seconds:>10.2f}{engine_rate:>10.1f}")
+    print(f"{'engine, warm ledger':<36}{args.calls:>7}{warm.seconds:>10.3f}{cache_rate:>10.0f}")
+    print()
+    print(f"engine / ideal ({ideal:.0f} calls/s): {ratio:.3f}   target ≥ {ENGINE_TARGET:.2f}  {'met' if ratio >= ENGINE_TARGET else 'MISSED'}")
+    print(f"engine / SDK gather (engine overhead): {engine_rate / gather_rate:.3f}")
+    print(f"engine / sequential SDK loop: {engine_rate * per_call:.1f}×")
+    sdk_ms, engine_ms = gather_cpu / args.calls * 1000, cold.cpu_s / args.calls * 1000
+    print(f"client CPU per call: SDK gather {sdk_ms:.2f} ms, engine {engine_ms:.2f} ms (engine adds {engine_ms - sdk_ms:+.2f} ms); "
+          f"the ideal rate on one event loop needs ≤ {1000 / ideal:.2f} ms")
+    print(f"warm ledger: {cache_rate:,.0f} answers/s   target ≥ {CACHE_TARGET:,.0f}  {'met' if cache_rate >= CACHE_TARGET else 'MISSED'}")
+    print(f"server requests: cold run {cold_calls} (answers ok {cold.ok}), warm run {warm_calls} (cache hits {warm.cache_hits})")
+
+    if warm_calls != 0 or warm.cache_hits != args.calls or cold.ok != args.calls:
+        print("FAIL: the warm run must answer every call from the ledger and the cold run must answer all", file=sys.stderr)
+        return 1
+    if args.strict and (ratio < ENGINE_TARGET or cache_rate < CACHE_TARGET):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
