@@ -29,7 +29,7 @@ console = Console(stderr=True)
 out = Console()
 
 SOURCES = ("vau-bench", "ucf-crime", "vad-reasoning", "folder")
-DECODERS = ("auto", "pyav", "decord", "opencv")
+DECODERS = ("auto", "pyav", "pyav-seek", "pyav-sequential", "decord", "opencv")
 
 
 class UsageError(Exception):
@@ -141,6 +141,208 @@ def schema(name: str = typer.Argument(..., help="Record name: video, frames, mcq
     if name not in SCHEMAS:
         raise usage_error(f"unknown schema {name!r}; known: {', '.join(SCHEMAS)}")
     out.print_json(json.dumps(SCHEMAS[name].model_json_schema()))
+
+
+@app.command("build-cot")
+def build_cot(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory (after ingest, or give --source/--annotations/--videos to ingest first)."),
+    captioner: str = typer.Option(..., "--captioner", help="Vision model that captions frames: PROVIDER:MODEL\\[@BASE_URL], e.g. dashscope:qwen-vl-max."),
+    reasoner: str = typer.Option(..., "--reasoner", help="Model that writes the steps and the answer from the captions, e.g. openai:gpt-4o."),
+    caption_policy: str = typer.Option("stride:16", "--caption-policy", help="Frames to caption: stride:K | uniform:N | fps:F | span:N."),
+    caption_batch: int = typer.Option(4, "--caption-batch", min=1, help="Frames per captioning request (each still gets its own caption)."),
+    max_pixels: int = typer.Option(448 * 448, "--max-pixels", help="Pixel budget per captioned frame; sides are aligned to 28."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N videos of the manifest."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Videos in flight, and calls in flight per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    gates: Optional[str] = typer.Option(None, "--gates", help="Gates to run, comma-separated (default all): structure, category, when, sentences, length, neutrality, repetition."),
+    skip_gate: list[str] = typer.Option([], "--skip-gate", help="A gate not to run (repeatable)."),
+    length_gate: str = typer.Option("warn", "--length-gate", help="warn | reject: whether the Vad-R1 think length band only warns or rejects."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimated calls, tokens and cost; call nothing."),
+    retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected videos again (e.g. after changing a gate)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key (default: the provider's usual one)."),
+    source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
+    videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
+) -> None:
+    """Write Vad-R1 Perception-to-Cognition chains (captions → 4 steps → tagged answer), checked by gates.
+
+    Accepted records go to RUN/cot/<video>.json, rejects (with every failed gate) to RUN/rejects.jsonl.
+    Re-running continues: finished videos are skipped and every model call is answered from the ledger.
+    """
+    from vau_annotate.annotate.backends import ModelSpec, SpecError
+    from vau_annotate.annotate.checks import GateSelectionError, parse_gate_list
+    from vau_annotate.annotate.checks.cot import cot_gates
+    from vau_annotate.annotate.engine import RunStopped
+    from vau_annotate.annotate.video import PolicyError, parse_policy
+    from vau_annotate.pipelines.cot import CotOptions, run_cot
+
+    if length_gate not in ("warn", "reject"):
+        raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
+    try:
+        policy = str(parse_policy(caption_policy))
+        for spec in (captioner, reasoner):
+            ModelSpec.parse(spec)
+        cot_gates().select(parse_gate_list(gates), skip_gate)
+    except (PolicyError, SpecError, GateSelectionError) as exc:
+        raise usage_error(str(exc)) from None
+    if max_pixels < 28 * 28:
+        raise usage_error("--max-pixels must be at least 784 (one 28×28 patch)")
+    if source is not None:
+        _ingest_before(source, annotations, videos, run)
+    elif annotations is not None or videos is not None:
+        raise usage_error("--annotations/--videos need --source")
+    if not (run / "manifest.parquet").exists():
+        raise usage_error(f"{run}/manifest.parquet does not exist: run `vau-annotate ingest ... --run {run}` first, or give --source")
+    options = CotOptions(
+        captioner=captioner, reasoner=reasoner, caption_policy=policy, caption_batch=caption_batch, max_pixels=max_pixels,
+        limit=limit, concurrency=concurrency, rpm=rpm, tpm=tpm, gates=tuple(parse_gate_list(gates) or ()) or None,
+        skip_gates=tuple(skip_gate), length_gate=length_gate, dry_run=dry_run, retry_rejected=retry_rejected, api_key_env=api_key_env,  # type: ignore[arg-type]
+    )
+    try:
+        summary = run_cot(run, options)
+    except (GateSelectionError, SpecError) as exc:
+        raise usage_error(str(exc)) from None
+    except RunStopped as exc:
+        console.print(f"[bold red]stopped:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    finish(summary, run)
+
+
+def _ingest_before(source: str, annotations: Optional[Path], videos: Optional[Path], run: Path) -> None:
+    """`--source/--annotations/--videos` on a generating command: ingest first, report in one line."""
+    from vau_annotate.pipelines.ingest import IngestInputError, run_ingest
+
+    if videos is None:
+        raise usage_error("--source needs --videos")
+    try:
+        summary = run_ingest(source=source, annotations=annotations, videos=videos, run=run)
+    except IngestInputError as exc:
+        raise usage_error(str(exc)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    console.print(f"ingest: {counts}" + (f" — {summary.rejected} rejected, see {run / 'rejects.jsonl'}" if summary.rejected else ""))
+
+
+REFLECT_TASKS = ("qa", "tag", "both")
+
+
+@app.command()
+def reflect(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory (after ingest)."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher model spec, e.g. openai:gpt-4o or dashscope:qwen-vl-max."),
+    base: str = typer.Option("vllm:Qwen/Qwen2.5-VL-3B-Instruct", "--base", help="Base model spec (vllm:…, hf:DIR, or openai:NAME@URL from `serve-base`)."),
+    task: str = typer.Option("both", "--task", help="qa (one item per multiple-choice question) | tag (temporal grounding) | both."),
+    fps: float = typer.Option(1.0, "--fps", min=0.01, help="Frames per second shown to both models (sampled as policy fps:F)."),
+    max_pixels: int = typer.Option(360 * 420, "--max-pixels", min=28 * 28, help="Pixel budget per frame."),
+    max_frames: int = typer.Option(64, "--max-frames", min=2, help="At most this many frames per video (thinned evenly)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items (manifest order)."),
+    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Items and calls in flight per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    min_iou: float = typer.Option(0.5, "--min-iou", min=0.0, max=1.0, help="IoU at which the base's span counts as correct."),
+    revised_min_iou: float = typer.Option(0.7, "--revised-min-iou", min=0.0, max=1.0, help="IoU the teacher's revised span needs to be accepted."),
+    reflection_min_words: int = typer.Option(12, "--reflection-min-words", min=1),
+    reflection_max_words: int = typer.Option(120, "--reflection-max-words", min=1),
+    skip_gate: list[str] = typer.Option([], "--skip-gate", help="Gate to skip (repeatable): format, reflection, revised-answer, revision, chronology, neutrality."),
+    base_max_tokens: int = typer.Option(512, "--base-max-tokens", min=16),
+    teacher_max_tokens: int = typer.Option(1024, "--teacher-max-tokens", min=16),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the teacher's API key (default: the provider's)."),
+    retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
+) -> None:
+    """SRVAU-R1 reflection triples: the base model answers, the teacher reflects and revises, gates check.
+
+    Accepted records go to RUN/reflect/<item>.json, rejects (with every failed gate) to RUN/rejects.jsonl.
+    Re-running continues: finished items are skipped and every model call is answered from the ledger.
+    """
+    from vau_annotate.annotate.backends import SpecError
+    from vau_annotate.annotate.backends.registry import ModelSpec
+    from vau_annotate.annotate.checks import GateSelectionError
+    from vau_annotate.annotate.checks.reflect import ReflectGateConfig, reflect_gates
+    from vau_annotate.annotate.engine import RunStopped
+    from vau_annotate.pipelines.reflect import ReflectOptions, run_reflect
+
+    if task not in REFLECT_TASKS:
+        raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
+    if reflection_min_words > reflection_max_words:
+        raise usage_error("--reflection-min-words is larger than --reflection-max-words")
+    if not (run / "manifest.parquet").exists():
+        raise usage_error(f"{run}/manifest.parquet does not exist: run `vau-annotate ingest ... --run {run}` first")
+    try:
+        for spec in (base, teacher):
+            ModelSpec.parse(spec)
+        reflect_gates().select(skip=skip_gate)
+    except (SpecError, GateSelectionError) as exc:
+        raise usage_error(str(exc)) from None
+    options = ReflectOptions(
+        teacher=teacher, base=base, task=task, fps=fps, max_pixels=max_pixels, max_frames=max_frames, limit=limit,  # type: ignore[arg-type]
+        concurrency=concurrency, rpm=rpm, tpm=tpm, initial_min_iou=min_iou, revised_min_iou=revised_min_iou,
+        gates=ReflectGateConfig(reflection_words=(reflection_min_words, reflection_max_words)), skip_gates=tuple(skip_gate),
+        base_max_tokens=base_max_tokens, teacher_max_tokens=teacher_max_tokens, retry_rejected=retry_rejected, dry_run=dry_run,
+        teacher_options={"api_key_env": api_key_env} if api_key_env else {},
+    )
+    try:
+        summary = run_reflect(run, options)
+    except RunStopped as exc:
+        console.print(f"[bold red]stopped:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    except SpecError as exc:
+        raise usage_error(str(exc)) from None
+    finish(summary, run)
+
+
+@app.command("serve-base", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve_base(
+    ctx: typer.Context,
+    model: str = typer.Option("Qwen/Qwen2.5-VL-3B-Instruct", "--model", "-m", help="Hub model name or local directory to serve."),
+    port: int = typer.Option(8000, "--port", "-p", min=1, max=65535),
+    vllm_bin: Optional[str] = typer.Option(None, "--vllm-bin", help="The vllm executable (default: `vllm` on PATH)."),
+    served_name: Optional[str] = typer.Option(None, "--served-model-name", help="Name clients use (default: the model, or a directory's name)."),
+    max_frames: int = typer.Option(64, "--max-frames", min=1, help="Frames per video to plan for (match `reflect --max-frames`)."),
+    max_pixels: int = typer.Option(360 * 420, "--max-pixels", min=28 * 28, help="Pixels per frame to plan for (match `reflect --max-pixels`)."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=256, help="Context length (default: one full video + 4096 text tokens)."),
+    startup_timeout: float = typer.Option(900.0, "--startup-timeout", min=1.0, help="Seconds to wait for the server to answer."),
+    grace: float = typer.Option(20.0, "--grace", min=0.0, help="Seconds between SIGTERM and SIGKILL when stopping."),
+) -> None:
+    """Start `vllm serve` for the reflect base model (video-ready), print its spec, stop it on Ctrl-C.
+
+    Arguments after the options go to `vllm serve` unchanged (e.g. -- --gpu-memory-utilization 0.8).
+    """
+    from vau_annotate.pipelines.serve import ServeError, ServeOptions
+    from vau_annotate.pipelines.serve import serve_base as run_server
+
+    options = ServeOptions(
+        model=model, port=port, vllm_bin=vllm_bin, served_name=served_name, max_frames=max_frames, max_pixels=max_pixels,
+        max_model_len=max_model_len, startup_timeout=startup_timeout, grace_s=grace, extra_args=tuple(a for a in ctx.args if a != "--"),
+    )
+
+    def ready(spec: str) -> None:
+        print(spec, flush=True)
+        console.print(f"[green]serving[/] {options.model}: use `vau-annotate reflect --base {spec} --teacher …` (Ctrl-C stops it)")
+
+    try:
+        code = run_server(options, ready)
+    except ServeError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    raise typer.Exit(code=code)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    directory: Path = typer.Argument(..., help="Directory to write the model into (created if missing)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the tokenizer corpus and the random weights."),
+) -> None:
+    """Build a tiny random-weight Qwen2.5-VL offline (for tests and dry runs: its text is noise)."""
+    try:
+        from vau_annotate.train.tiny import build_tiny_model
+    except ImportError:
+        raise usage_error("tiny-model needs the training extras: pip install 'vau-annotate[train]'") from None
+    if directory.exists() and not directory.is_dir():
+        raise usage_error(f"{directory} exists and is not a directory")
+    path = build_tiny_model(directory, seed=seed)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    out.print(f"tiny Qwen2.5-VL written to {path} ({size / 1e6:.1f} MB); use it as hf:{path} or vllm:{path}")
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """Pydantic records that flow between pipeline stages; one module per record family."""
 
+from vau_annotate.schemas.cot import CotRecord
 from vau_annotate.schemas.frames import FrameSet
+from vau_annotate.schemas.reflection import ReflectionRecord
 from vau_annotate.schemas.run import RejectRecord, RunMeta
 from vau_annotate.schemas.video import MCQ, Label, Source, Span, VideoRecord
 
@@ -10,6 +12,8 @@ SCHEMAS = {
     "mcq": MCQ,
     "run": RunMeta,
     "reject": RejectRecord,
+    "cot": CotRecord,
+    "reflection": ReflectionRecord,
 }
 
-__all__ = ["SCHEMAS", "FrameSet", "Label", "MCQ", "RejectRecord", "RunMeta", "Source", "Span", "VideoRecord"]
+__all__ = ["SCHEMAS", "CotRecord", "FrameSet", "Label", "MCQ", "ReflectionRecord", "RejectRecord", "RunMeta", "Source", "Span", "VideoRecord"]

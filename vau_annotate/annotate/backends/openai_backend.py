@@ -87,7 +87,9 @@ class OpenAIBackend:
         self.frame_timestamps = frame_timestamps
         self._api_key_env = api_key_env
         self._secret = api_key
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=self.timeout)
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=self.timeout, http_client=_http_client(self.timeout)
+        )
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, video_mode={self.video_mode!r})"
@@ -96,9 +98,12 @@ class OpenAIBackend:
         kwargs = self._request_kwargs(request)
         started = time.perf_counter()
         try:
-            # httpx's timeout bounds each phase; this bounds the whole call, e.g. a trickling server
-            completion = await asyncio.wait_for(self._client.chat.completions.create(**kwargs), self.timeout)
-        except asyncio.TimeoutError:
+            # httpx's timeout bounds each phase; this bounds the whole call, e.g. a trickling server.
+            # The raw response skips the SDK's pydantic model of the answer: we read four fields.
+            async with asyncio.timeout(self.timeout):
+                raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+                completion = json.loads(await raw.http_response.aread())
+        except (asyncio.TimeoutError, TimeoutError):
             raise BackendError(f"openai: no answer within {self.timeout:g} s", ErrorClass.RETRYABLE, code="timeout") from None
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             # `from None`: the SDK's exception carries the request, Authorization header included
@@ -150,26 +155,35 @@ class OpenAIBackend:
 
     # -- response --------------------------------------------------------------------------------
     def _result(self, completion: Any, latency: float) -> Result:
-        choices = getattr(completion, "choices", None)
-        if not choices:
+        choices = completion.get("choices") if isinstance(completion, dict) else None
+        if not choices or not isinstance(choices[0], dict):
             raise BackendError("openai: the answer has no choices", ErrorClass.PERMANENT, code="malformed", status=200)
         choice = choices[0]
-        finish = choice.finish_reason or "stop"
-        message = choice.message
-        if finish == "content_filter" or getattr(message, "refusal", None):
+        finish = choice.get("finish_reason") or "stop"
+        message = choice.get("message") or {}
+        if finish == "content_filter" or message.get("refusal"):
             refused = "openai: the provider's content filter refused this item"
             raise BackendError(refused, ErrorClass.PERMANENT, code="moderation", status=200)
-        usage = completion.usage
+        usage = completion.get("usage") or {}
         return Result(
-            text=message.content or "",
+            text=message.get("content") or "",
             finish_reason=finish,
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
             latency_s=latency,
         )
 
     def _classify(self, exc: BaseException) -> BackendError:
         return classify_exception(exc, secret=self._secret, api_key_env=self._api_key_env)
+
+
+def _http_client(timeout: float) -> Any:
+    """aiohttp transport when installed: about half the client CPU per call of the httpx default,
+    which is what limits throughput at high concurrency on small machines."""
+    try:
+        return openai.DefaultAioHttpClient(timeout=timeout)
+    except RuntimeError:  # openai[aiohttp] not installed
+        return None
 
 
 def video_data_url(video: VideoPart) -> str:
@@ -189,10 +203,14 @@ def frame_image_parts(video: VideoPart, *, timestamps: bool) -> list[dict[str, A
 def classify_exception(exc: BaseException, *, secret: str = "", api_key_env: str = "OPENAI_API_KEY") -> BackendError:
     """Map an openai SDK failure to the engine's classes; the message never carries the key."""
     if isinstance(exc, openai.APITimeoutError):
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and "cannot connect" in str(cause).lower():
+            # the aiohttp transport reports a refused connection as a ConnectTimeout
+            return BackendError(f"openai: connection failed: {scrub(str(cause), secret)}", ErrorClass.RETRYABLE, code="connection")
         return BackendError("openai: request timed out", ErrorClass.RETRYABLE, code="timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        if cause is not None and "protocol" in type(cause).__name__.lower():
+        if cause is not None and _is_truncation(cause):
             # e.g. "peer closed connection without sending complete message body": a dying proxy
             return BackendError(f"openai: truncated answer: {scrub(str(cause), secret)}", ErrorClass.RETRYABLE, code="malformed")
         detail = f": {scrub(str(cause), secret)}" if cause is not None else ""
@@ -206,6 +224,13 @@ def classify_exception(exc: BaseException, *, secret: str = "", api_key_env: str
     if isinstance(exc, openai.APIResponseValidationError):
         return BackendError("openai: the answer does not match the chat completion schema", ErrorClass.PERMANENT, code="malformed")
     return BackendError(f"openai: {type(exc).__name__}: {scrub(str(exc), secret)}", ErrorClass.PERMANENT, code="sdk_error")
+
+
+def _is_truncation(cause: BaseException) -> bool:
+    """A body cut short: httpx says RemoteProtocolError, the aiohttp transport a ReadError about
+    an incomplete payload / content length."""
+    text = str(cause).lower()
+    return "protocol" in type(cause).__name__.lower() or "payload is not completed" in text or "content length" in text
 
 
 def classify_status(
