@@ -30,6 +30,11 @@ def collect_status(run: Path) -> dict[str, Any]:
         report["rejects"].setdefault(stage, {})[reason] = n
     if rd.ledger_path.exists():
         report.update(_ledger_status(rd))
+    from vau_annotate.pipelines.reflect import reflection_stats
+
+    reflection = reflection_stats(rd)
+    if reflection is not None:
+        report["reflection"] = reflection
     return report
 
 
@@ -71,6 +76,11 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         for stage, reasons in report["rejects"].items():
             for reason, n in reasons.items():
                 table.add_row(stage, reason, str(n))
+        console.print(table)
+    if report.get("reflection"):
+        table = Table(title="reflection (reflect stage)", show_header=False)
+        for key, value in report["reflection"].items():
+            table.add_row(key, _fmt(value))
         console.print(table)
     usage = report.get("usage") or []
     if usage:
