@@ -40,7 +40,7 @@ import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
-from typing import AsyncGenerator, Callable, Iterable
+from typing import Any, AsyncGenerator, Callable, Iterable
 
 from vau_annotate.annotate.backends.base import Backend, BackendError, ErrorClass, Request, Result
 from vau_annotate.annotate.ledger import CallRecord, Ledger, call_key
@@ -580,3 +580,9 @@ async def _cancel_all(tasks: set[asyncio.Task[Outcome]]) -> None:
         task.cancel()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def combined_usage(*engines: Engine) -> dict[str, Any]:
+    """Calls, cache hits, tokens and cost of all engines together (for the progress bar)."""
+    keys = ("calls", "cache_hits", "input_tokens", "output_tokens", "cost")
+    return {k: sum(getattr(e.usage, k) for e in engines) for k in keys}

@@ -35,7 +35,6 @@ from vau_annotate.annotate.backends import (
     ErrorClass,
     ImagePart,
     Message,
-    ModelSpec,
     Request,
     Result,
     SamplingParams,
@@ -43,10 +42,11 @@ from vau_annotate.annotate.backends import (
     load_backend,
 )
 from vau_annotate.annotate.backends._hosted import MODERATION_CODES
+from vau_annotate.annotate.backends.registry import SpecOnly
 from vau_annotate.annotate.checks import Gate, GateReport, run_gates
 from vau_annotate.annotate.checks.cot import CotCandidate, cot_gates
 from vau_annotate.annotate.classes import NORMAL, Taxonomy, default_taxonomy
-from vau_annotate.annotate.engine import Engine, Estimate, RunStopped
+from vau_annotate.annotate.engine import Engine, Estimate, RunStopped, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.media import image_parts
 from vau_annotate.annotate.pricing import Price
@@ -584,34 +584,8 @@ class CotBuilder:
 
 # -- running the stage -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SpecOnly:
-    """A model's identity without a connection: what `--dry-run` prices against, calling nothing."""
-
-    provider: str
-    model: str
-    base_url: str | None = None
-
-    @classmethod
-    def of(cls, spec: str) -> SpecOnly:
-        parsed = ModelSpec.parse(spec)
-        return cls(parsed.provider, parsed.model, parsed.base_url)
-
-    async def generate(self, request: Request) -> Result:
-        raise RuntimeError("a dry run makes no model calls")
-
-    async def aclose(self) -> None:
-        return None
-
-
 def make_engine(role: str, backend: Any, ledger: Ledger, options: CotOptions) -> Engine:
     return Engine(backend, ledger, stage=stage_of(role), concurrency=options.concurrency, rpm=options.rpm, tpm=options.tpm)
-
-
-def combined_usage(*engines: Engine) -> dict[str, Any]:
-    """Calls, cache hits, tokens and cost of all engines together (for the progress bar)."""
-    keys = ("calls", "cache_hits", "input_tokens", "output_tokens", "cost")
-    return {k: sum(getattr(e.usage, k) for e in engines) for k in keys}
 
 
 def select_gates(options: CotOptions, taxonomy: Taxonomy) -> list[Gate[CotCandidate]]:

@@ -33,7 +33,8 @@ from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.media import video_part
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.annotate.tags import extract_letter, extract_tag, parse_span, temporal_iou
-from vau_annotate.pipelines.cot import SpecOnly, combined_usage
+from vau_annotate.annotate.backends.registry import SpecOnly
+from vau_annotate.annotate.engine import combined_usage
 from vau_annotate.pipelines.runner import Accepted, Outcome, Rejected, StageRunner, StageStore
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.prompts import Prompt, load_fragment, load_prompt

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
 
-from vau_annotate.annotate.backends.base import Backend
+from vau_annotate.annotate.backends.base import Backend, Request, Result
 
 ENTRY_POINT_GROUP = "vau_annotate.backends"
 
@@ -97,3 +97,23 @@ def load_backend(spec: str | ModelSpec, **options: Any) -> Backend:
     """Create the backend for a spec string; options are provider-specific (api_key_env, timeout…)."""
     parsed = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     return get_factory(parsed.provider)(parsed, **options)
+
+
+@dataclass(frozen=True)
+class SpecOnly:
+    """A model's identity without a connection: what `--dry-run` prices against, calling nothing."""
+
+    provider: str
+    model: str
+    base_url: str | None = None
+
+    @classmethod
+    def of(cls, spec: str) -> SpecOnly:
+        parsed = ModelSpec.parse(spec)
+        return cls(parsed.provider, parsed.model, parsed.base_url)
+
+    async def generate(self, request: Request) -> Result:
+        raise RuntimeError("a dry run makes no model calls")
+
+    async def aclose(self) -> None:
+        return None
