@@ -46,7 +46,7 @@ from vau_annotate.annotate.backends.registry import SpecOnly
 from vau_annotate.annotate.checks import Gate, GateReport, run_gates
 from vau_annotate.annotate.checks.cot import CotCandidate, cot_gates
 from vau_annotate.annotate.classes import NORMAL, Taxonomy, default_taxonomy
-from vau_annotate.annotate.engine import Engine, Estimate, RunStopped, combined_usage
+from vau_annotate.annotate.engine import Engine, RunStopped, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.media import image_parts
 from vau_annotate.annotate.pricing import Price
@@ -693,23 +693,11 @@ def estimate_cot(rd: RunDir, videos: list[VideoRecord], options: CotOptions, led
         for role, items in planned.items():
             requests[role] += [(video.id, r) for r in items]
     estimates = {role: engines[role].estimate(requests[role]) for role in ROLES}
-    for role, estimate in estimates.items():
-        summary.counts.update(estimate_counts(role, estimate))
     summary.notes.append("dry run: nothing was sampled or called. Assumptions: " + "; ".join(ESTIMATE_ASSUMPTIONS) + ".")
     if unknown:
         summary.notes.append(f"{unknown} video(s) lack probe data or a usable label and are not estimated")
-    summary.notes.extend(f"no price known for the {role} model ({getattr(options, role)}): its cost is not estimated" for role, e in estimates.items() if e.cost is None)
-    costs = [e.cost for e in estimates.values() if e.cost is not None]
-    if costs:
-        summary.notes.append(f"estimated cost at most ${sum(costs):.4f} (without repairs)")
+    summary.add_estimates(estimates, {role: getattr(options, role) for role in ROLES})
     return summary
-
-
-def estimate_counts(role: str, estimate: Estimate) -> dict[str, int]:
-    return {
-        f"{role} calls": estimate.calls, f"{role} calls cached": estimate.cached,
-        f"{role} input tokens (est.)": estimate.input_tokens, f"{role} output tokens (max)": estimate.output_tokens_est,
-    }
 
 
 def planned_requests(rd: RunDir, video: VideoRecord, options: CotOptions, taxonomy: Taxonomy) -> dict[str, list[Request]] | None:

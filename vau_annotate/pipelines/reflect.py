@@ -28,7 +28,7 @@ from typing import Any, Iterable, Literal
 from vau_annotate.annotate.backends import BackendError, ErrorClass, Message, Request, Result, SamplingParams, TextPart, VideoPart, load_backend
 from vau_annotate.annotate.checks import Gate, GateReport, run_gates
 from vau_annotate.annotate.checks.reflect import ReflectCandidate, ReflectGateConfig, reflect_gates
-from vau_annotate.annotate.engine import Engine, Estimate, RunStopped
+from vau_annotate.annotate.engine import Engine, RunStopped
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.media import video_part
 from vau_annotate.annotate.rundir import RunDir
@@ -543,21 +543,9 @@ def dry_run(rd: RunDir, items: list[ReflectItem], options: ReflectOptions, ledge
         reply = known.text if known is not None and known.ok and known.text is not None else "word " * options.base_max_tokens
         teacher_requests.append((item.id, ready.teacher_request(judge_reply(item, reply, options.initial_min_iou), options)))
     estimates = {"base": base.estimate(base_requests), "teacher": teacher.estimate(teacher_requests)}
-    for role, estimate in estimates.items():
-        summary.counts.update(estimate_counts(role, estimate))
     summary.notes.append(f"dry run: nothing was called; repairs may add up to {len(teacher_requests)} teacher call(s)")
-    summary.notes.extend(f"no price known for the {role} model: its cost is not estimated" for role, e in estimates.items() if e.cost is None)
-    costs = [e.cost for e in estimates.values() if e.cost is not None]
-    if costs:
-        summary.notes.append(f"estimated cost at most ${sum(costs):.4f} (without repairs)")
+    summary.add_estimates(estimates, {"base": options.base, "teacher": options.teacher})
     return summary
-
-
-def estimate_counts(role: str, estimate: Estimate) -> dict[str, int]:
-    return {
-        f"{role} calls": estimate.calls, f"{role} calls cached": estimate.cached,
-        f"{role} input tokens (est.)": estimate.input_tokens, f"{role} output tokens (max)": estimate.output_tokens_est,
-    }
 
 
 # -- stats for `status` --------------------------------------------------------------------------------
