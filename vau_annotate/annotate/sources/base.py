@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from vau_annotate.annotate.classes import NORMAL, Taxonomy
 from vau_annotate.schemas.video import MCQ, Label
@@ -169,6 +169,21 @@ def resolve_label(
         row.label = default_when_empty
     row.span_known = bool(row.spans) and row.label == "abnormal"
     return None
+
+
+def parse_records(
+    records: Iterable[tuple[int, Any]], parse: Callable[[Any, int, Taxonomy], tuple[SourceRow | None, Problem | None]], taxonomy: Taxonomy
+) -> tuple[list[SourceRow], list[Problem]]:
+    """Run a source's per-record parser over numbered records, keeping rows and problems apart."""
+    rows: list[SourceRow] = []
+    problems: list[Problem] = []
+    for number, record in records:
+        row, problem = parse(record, number, taxonomy)
+        if row:
+            rows.append(row)
+        if problem:
+            problems.append(problem)
+    return rows, problems
 
 
 def merge_rows(rows: Iterable[SourceRow], mode: Literal["mcqs", "spans", "none"]) -> tuple[list[SourceRow], list[Problem]]:

@@ -16,6 +16,7 @@ from typing import Any
 from vau_annotate.annotate.classes import NORMAL, Taxonomy
 from vau_annotate.annotate.sources.base import (
     ParsedSource,
+    parse_records,
     Problem,
     SourceFormatError,
     SourceRow,
@@ -55,14 +56,7 @@ def parse(manifest: Path | None, taxonomy: Taxonomy) -> ParsedSource:
         return ParsedSource(rows=[], problems=[], records=0, include_unlisted=True)
     text = read_text(manifest)
     records = _json_rows(text, manifest) if _is_json(text) else _csv_rows(text, manifest)
-    rows: list[SourceRow] = []
-    problems: list[Problem] = []
-    for number, record in records:
-        row, problem = _parse_record(record, number, taxonomy)
-        if row:
-            rows.append(row)
-        if problem:
-            problems.append(problem)
+    rows, problems = parse_records(records, _parse_record, taxonomy)
     merged, conflicts = merge_rows(rows, mode="spans")
     mentioned = [name for _, record in records if isinstance(record, dict) and (name := present(record.get("video")))]
     return ParsedSource(rows=merged, problems=problems + conflicts, records=len(records), include_unlisted=True, mentioned=mentioned)

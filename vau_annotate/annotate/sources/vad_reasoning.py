@@ -15,6 +15,7 @@ from typing import Any
 from vau_annotate.annotate.classes import Taxonomy
 from vau_annotate.annotate.sources.base import (
     ParsedSource,
+    parse_records,
     Problem,
     SourceFormatError,
     SourceRow,
@@ -46,14 +47,7 @@ def parse(path: Path, taxonomy: Taxonomy) -> ParsedSource:
     if not any({"video", "path"} & set(obj) for obj in objects):
         found = sorted({key for obj in objects for key in obj})[:10]
         raise SourceFormatError(f"{path}: no record has a 'video' or 'path' key (found keys: {', '.join(found)}); expected {', '.join(KEYS)}")
-    rows: list[SourceRow] = []
-    problems: list[Problem] = []
-    for number, value in records:
-        row, problem = _parse_record(value, number, taxonomy)
-        if row:
-            rows.append(row)
-        if problem:
-            problems.append(problem)
+    rows, problems = parse_records(records, _parse_record, taxonomy)
     merged, duplicates = merge_rows(rows, mode="none")
     return ParsedSource(rows=merged, problems=problems + duplicates, records=len(records))
 
