@@ -31,6 +31,12 @@ out = Console()
 SOURCES = ("vau-bench", "ucf-crime", "vad-reasoning", "folder")
 DECODERS = ("auto", "pyav", "pyav-seek", "pyav-sequential", "decord", "opencv")
 
+# Options of every model-backed stage (build-cot, reflect): declared once, used by both commands.
+PRICES_OPTION = typer.Option(None, "--prices", help="JSON price table merged over the bundled one (USD per million input/output tokens).")
+RETRY_FAILED_OPTION = typer.Option(False, "--retry-failed", help="Call again where the ledger holds a permanent failure (e.g. a refusal) instead of reusing it.")
+VIDEO_MODE_OPTION = typer.Option("video_url", "--video-mode", help="How openai: specs send a video: video_url (vLLM's frame list) | images (one image per frame).")
+TIMEOUT_OPTION = typer.Option(120.0, "--timeout", min=1.0, help="Seconds one model call may take before it counts as a (retryable) timeout.")
+
 
 class UsageError(Exception):
     """A problem with what the user asked for (exit status 2)."""
@@ -161,6 +167,10 @@ def build_cot(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimated calls, tokens and cost; call nothing."),
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected videos again (e.g. after changing a gate)."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key (default: the provider's usual one)."),
+    prices: Optional[Path] = PRICES_OPTION,
+    retry_failed: bool = RETRY_FAILED_OPTION,
+    video_mode: str = VIDEO_MODE_OPTION,
+    timeout: float = TIMEOUT_OPTION,
     source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
     videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
@@ -179,6 +189,7 @@ def build_cot(
 
     if length_gate not in ("warn", "reject"):
         raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
+    access = _model_access(prices, retry_failed, video_mode, timeout)
     try:
         policy = str(parse_policy(caption_policy))
         for spec in (captioner, reasoner):
@@ -198,6 +209,7 @@ def build_cot(
         captioner=captioner, reasoner=reasoner, caption_policy=policy, caption_batch=caption_batch, max_pixels=max_pixels,
         limit=limit, concurrency=concurrency, rpm=rpm, tpm=tpm, gates=tuple(parse_gate_list(gates) or ()) or None,
         skip_gates=tuple(skip_gate), length_gate=length_gate, dry_run=dry_run, retry_rejected=retry_rejected, api_key_env=api_key_env,  # type: ignore[arg-type]
+        access=access,
     )
     try:
         summary = run_cot(run, options)
@@ -207,6 +219,22 @@ def build_cot(
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
     finish(summary, run)
+
+
+def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, timeout: float):  # -> ModelAccess
+    from vau_annotate.annotate.pricing import PriceFileError, PriceTable
+    from vau_annotate.pipelines.models import VIDEO_MODES, ModelAccess
+
+    if video_mode not in VIDEO_MODES:
+        raise usage_error(f"--video-mode must be one of {', '.join(VIDEO_MODES)}, not {video_mode!r}")
+    if prices is not None:
+        if not prices.is_file():
+            raise usage_error(f"--prices {prices} does not exist")
+        try:
+            PriceTable.load(prices)
+        except PriceFileError as exc:
+            raise usage_error(str(exc)) from None
+    return ModelAccess(prices=prices, retry_failed=retry_failed, video_mode=video_mode, timeout=timeout)
 
 
 def _ingest_before(source: str, annotations: Optional[Path], videos: Optional[Path], run: Path) -> None:
@@ -247,6 +275,10 @@ def reflect(
     base_max_tokens: int = typer.Option(512, "--base-max-tokens", min=16),
     teacher_max_tokens: int = typer.Option(1024, "--teacher-max-tokens", min=16),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the teacher's API key (default: the provider's)."),
+    prices: Optional[Path] = PRICES_OPTION,
+    retry_failed: bool = RETRY_FAILED_OPTION,
+    video_mode: str = VIDEO_MODE_OPTION,
+    timeout: float = TIMEOUT_OPTION,
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
 ) -> None:
@@ -264,6 +296,7 @@ def reflect(
 
     if task not in REFLECT_TASKS:
         raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
+    access = _model_access(prices, retry_failed, video_mode, timeout)
     if reflection_min_words > reflection_max_words:
         raise usage_error("--reflection-min-words is larger than --reflection-max-words")
     if not (run / "manifest.parquet").exists():
@@ -280,6 +313,7 @@ def reflect(
         gates=ReflectGateConfig(reflection_words=(reflection_min_words, reflection_max_words)), skip_gates=tuple(skip_gate),
         base_max_tokens=base_max_tokens, teacher_max_tokens=teacher_max_tokens, retry_rejected=retry_rejected, dry_run=dry_run,
         teacher_options={"api_key_env": api_key_env} if api_key_env else {},
+        access=access,
     )
     try:
         summary = run_reflect(run, options)
@@ -343,6 +377,38 @@ def tiny_model(
     path = build_tiny_model(directory, seed=seed)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     out.print(f"tiny Qwen2.5-VL written to {path} ({size / 1e6:.1f} MB); use it as hf:{path} or vllm:{path}")
+
+
+@app.command()
+def demo(
+    run: Path = typer.Option(Path("outputs/demo"), "--run", "-r", help="Run directory of the demo (running again resumes it)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the demo's run directory first and start over."),
+    tiny_model: Optional[Path] = typer.Option(None, "--tiny-model", help="A tiny model built by `tiny-model` (default: built under RUN)."),
+) -> None:
+    """The whole job offline on synthetic data: ingest → sample → build-cot → reflect → status.
+
+    The captioner, reasoner and teacher are a recorded stand-in (no model API is needed); the
+    reflect base model is real local inference of a random-weight tiny Qwen2.5-VL. Exit status 0
+    when every stage produced what the demo expects (its rejects included), 1 otherwise.
+    """
+    try:
+        from vau_annotate.pipelines.demo import DemoError, DemoOptions, run_demo
+    except ImportError as exc:
+        raise usage_error(f"the demo needs the training extras (pip install 'vau-annotate[train]'): {exc}") from None
+    from vau_annotate.annotate.engine import RunStopped
+
+    if tiny_model is not None and not (tiny_model / "config.json").is_file():
+        raise usage_error(f"--tiny-model {tiny_model} is not a model directory (no config.json); build one with `vau-annotate tiny-model DIR`")
+    try:
+        result = run_demo(DemoOptions(run=run, tiny_model=tiny_model, fresh=fresh), out)
+    except DemoError as exc:
+        raise usage_error(str(exc)) from None
+    except RunStopped as exc:
+        console.print(f"[bold red]stopped:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    if result.exit_code:
+        console.print("[bold red]the demo did not produce what it expects[/] — see the 'expected outcomes' table")
+    raise typer.Exit(code=result.exit_code)
 
 
 def main() -> None:

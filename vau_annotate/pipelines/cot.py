@@ -39,19 +39,20 @@ from vau_annotate.annotate.backends import (
     Result,
     SamplingParams,
     TextPart,
-    load_backend,
 )
 from vau_annotate.annotate.backends._hosted import MODERATION_CODES
 from vau_annotate.annotate.backends.registry import SpecOnly
 from vau_annotate.annotate.checks import Gate, GateReport, run_gates
 from vau_annotate.annotate.checks.cot import CotCandidate, cot_gates
 from vau_annotate.annotate.classes import NORMAL, Taxonomy, default_taxonomy
-from vau_annotate.annotate.engine import Engine, RunStopped, combined_usage
+from vau_annotate.annotate.engine import Engine, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.media import image_parts
 from vau_annotate.annotate.pricing import Price
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.annotate.tags import extract_tag, parse_span
+from vau_annotate.pipelines.models import ModelAccess, open_backend
+from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.runner import Accepted, Outcome, Rejected, RunCounts, StageRunner, StageStore
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.prompts import load_prompt
@@ -145,6 +146,7 @@ class CotOptions:
     decoder: str = "auto"
     workers: int = 0
     api_key_env: str | None = None
+    access: ModelAccess = field(default_factory=ModelAccess)
     show_progress: bool = True
 
     @property
@@ -157,7 +159,7 @@ class CotOptions:
     def recorded(self) -> dict[str, Any]:
         keep = ("captioner", "reasoner", "caption_policy", "caption_batch", "max_pixels", "limit", "concurrency", "rpm", "tpm",
                 "gates", "skip_gates", "length_gate", "caption_tokens", "step_tokens", "answer_tokens", "temperature")
-        return {k: getattr(self, k) for k in keep}
+        return {**{k: getattr(self, k) for k in keep}, **self.access.recorded()}
 
 
 # -- facts about one video -----------------------------------------------------------------------------
@@ -585,7 +587,7 @@ class CotBuilder:
 # -- running the stage -----------------------------------------------------------------------------
 
 def make_engine(role: str, backend: Any, ledger: Ledger, options: CotOptions) -> Engine:
-    return Engine(backend, ledger, stage=stage_of(role), concurrency=options.concurrency, rpm=options.rpm, tpm=options.tpm)
+    return make_stage_engine(stage_of(role), backend, ledger, options.access, concurrency=options.concurrency, rpm=options.rpm, tpm=options.tpm)
 
 
 def select_gates(options: CotOptions, taxonomy: Taxonomy) -> list[Gate[CotCandidate]]:
@@ -610,13 +612,8 @@ def load_backends(options: CotOptions) -> tuple[Any, Any]:
 
     A missing API key is fatal for the whole run, so it surfaces as RunStopped.
     """
-    try:
-        captioner = load_backend(options.captioner, **options.backend_options())
-        reasoner = captioner if options.reasoner == options.captioner else load_backend(options.reasoner, **options.backend_options())
-    except BackendError as exc:
-        if exc.error_class is ErrorClass.FATAL:
-            raise RunStopped(f"the run stopped: {exc}", exc) from None
-        raise
+    captioner = open_backend(options.captioner, options.access, **options.backend_options())
+    reasoner = captioner if options.reasoner == options.captioner else open_backend(options.reasoner, options.access, **options.backend_options())
     return captioner, reasoner
 
 

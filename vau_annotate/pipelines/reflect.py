@@ -25,16 +25,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from vau_annotate.annotate.backends import BackendError, ErrorClass, Message, Request, Result, SamplingParams, TextPart, VideoPart, load_backend
+from vau_annotate.annotate.backends import Message, Request, Result, SamplingParams, TextPart, VideoPart
 from vau_annotate.annotate.checks import Gate, GateReport, run_gates
 from vau_annotate.annotate.checks.reflect import ReflectCandidate, ReflectGateConfig, reflect_gates
-from vau_annotate.annotate.engine import Engine, RunStopped
+from vau_annotate.annotate.engine import Engine
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.media import video_part
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.annotate.tags import extract_letter, extract_tag, parse_span, temporal_iou
 from vau_annotate.annotate.backends.registry import SpecOnly
 from vau_annotate.annotate.engine import combined_usage
+from vau_annotate.pipelines.models import ModelAccess, open_backend
+from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.runner import Accepted, Outcome, Rejected, StageRunner, StageStore
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.prompts import Prompt, load_fragment, load_prompt
@@ -87,6 +89,7 @@ class ReflectOptions:
     dry_run: bool = False
     base_options: dict[str, Any] = field(default_factory=dict)
     teacher_options: dict[str, Any] = field(default_factory=dict)
+    access: ModelAccess = field(default_factory=ModelAccess)
     show_progress: bool = True
 
     @property
@@ -103,7 +106,7 @@ class ReflectOptions:
                 "initial_min_iou", "revised_min_iou", "skip_gates", "base_max_tokens", "teacher_max_tokens", "temperature")
         out = {k: getattr(self, k) for k in keep}
         out["gates"] = {"reflection_words": list(self.gates.reflection_words), "max_similarity": self.gates.max_similarity}
-        return out
+        return {**out, **self.access.recorded()}
 
 
 # -- items and ground truth -------------------------------------------------------------------------
@@ -453,17 +456,7 @@ def build_record(item: ReflectItem, prompt_text: str, initial: Attempt, candidat
 # -- running the stage ------------------------------------------------------------------------------
 
 def make_engine(role: str, backend: Any, ledger: Ledger, options: ReflectOptions) -> Engine:
-    return Engine(backend, ledger, stage=stage_of(role), concurrency=options.concurrency, rpm=options.rpm, tpm=options.tpm)
-
-
-def open_backend(spec: str, options: dict[str, Any]) -> Any:
-    """The backend of a spec; a fatal failure while opening it (no API key) stops the run."""
-    try:
-        return load_backend(spec, **options)
-    except BackendError as exc:
-        if exc.error_class is ErrorClass.FATAL:
-            raise RunStopped(f"the run stopped: {exc}", exc) from None
-        raise
+    return make_stage_engine(stage_of(role), backend, ledger, options.access, concurrency=options.concurrency, rpm=options.rpm, tpm=options.tpm)
 
 
 def sample_frames(run: Path, options: ReflectOptions, video_ids: set[str]) -> StageSummary:
@@ -506,8 +499,8 @@ async def _run_items(rd: RunDir, items: list[ReflectItem], options: ReflectOptio
     if options.retry_rejected:
         store.forget_rejects()
     todo = [item for item in items if not store.is_done(item.id)]
-    base_backend = open_backend(options.base, options.base_options) if todo else SpecOnly.of(options.base)
-    teacher_backend = open_backend(options.teacher, options.teacher_options) if todo else SpecOnly.of(options.teacher)
+    base_backend = open_backend(options.base, options.access, **options.base_options) if todo else SpecOnly.of(options.base)
+    teacher_backend = open_backend(options.teacher, options.access, **options.teacher_options) if todo else SpecOnly.of(options.teacher)
     base, teacher = make_engine("base", base_backend, ledger, options), make_engine("teacher", teacher_backend, ledger, options)
     runner: StageRunner[ReflectItem] = StageRunner(store, concurrency=options.concurrency, usage=lambda: combined_usage(base, teacher), show_progress=options.show_progress)
     reflector = Reflector(rd, options, base, teacher, gates)
