@@ -26,21 +26,27 @@ def record(video_id: str, path: str, **fields) -> VideoRecord:
     return VideoRecord(id=video_id, path=path, source="folder", label=fields.pop("label", "normal"), **fields)
 
 
-def build_run(root: Path, bad: bool = True) -> Path:
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three good clips and three unusable files, shared (read-only) by every run of this module."""
+    folder = tmp_path_factory.mktemp("videos")
+    make_clip(folder / "long_gop.mp4", seconds=2, width=160, height=120, gop=250)
+    make_clip(folder / "clips" / "short_gop.mp4", seconds=2, width=160, height=120, gop=30)
+    make_clip(folder / "fight.mp4", seconds=3, width=160, height=120, gop=30)
+    make_empty(folder / "empty.mp4")
+    make_not_a_video(folder / "text.mp4")
+    make_truncated(folder / "long_gop.mp4", folder / "cut.mp4")
+    return folder
+
+
+def build_run(root: Path, videos: Path, bad: bool = True) -> Path:
     """A run whose manifest names three good clips (and, with `bad`, four unusable files)."""
-    videos = root / "videos"
-    make_clip(videos / "long_gop.mp4", seconds=2, width=160, height=120, gop=250)
-    make_clip(videos / "clips" / "short_gop.mp4", seconds=2, width=160, height=120, gop=30)
-    make_clip(videos / "fight.mp4", seconds=3, width=160, height=120, gop=30)
     records = [
         record("long_gop", "long_gop.mp4"),
         record("short_gop", "clips/short_gop.mp4"),
         record("fight", "fight.mp4", label="abnormal", category="Fighting", spans=[Span(start=1.0, end=2.0)], span_known=True),
     ]
     if bad:
-        make_empty(videos / "empty.mp4")
-        make_not_a_video(videos / "text.mp4")
-        make_truncated(videos / "long_gop.mp4", videos / "cut.mp4")
         records += [record("gone", "gone.mp4"), record("empty", "empty.mp4"), record("text", "text.mp4"), record("cut", "cut.mp4")]
     run = root / "run"
     rundir = RunDir(run)
@@ -53,8 +59,8 @@ def frames_of(run: Path, video_id: str, policy: str, max_pixels: int):
     return RunDir(run).load_frameset(video_id, policy, max_pixels)
 
 
-def test_sample_writes_framesets_and_rejects_bad_videos(tmp_path: Path) -> None:
-    run = build_run(tmp_path)
+def test_sample_writes_framesets_and_rejects_bad_videos(tmp_path: Path, videos: Path) -> None:
+    run = build_run(tmp_path, videos)
     summary = run_sample(run, policy="uniform:4", max_pixels=112 * 84, decoder="auto", workers=1, jpeg_quality=85, show_progress=False)
     assert summary.counts == {"videos": 7, "sampled": 3, "skipped": 0, "rejected": 4, "frames": 12}
     assert summary.rejected == 4 and summary.exit_code == 3
@@ -77,8 +83,8 @@ def test_sample_writes_framesets_and_rejects_bad_videos(tmp_path: Path) -> None:
     assert stage.stage == "sample" and stage.options["policy"] == "uniform:4" and stage.counts["frames"] == 12
 
 
-def test_span_policy_samples_inside_the_abnormal_span(tmp_path: Path) -> None:
-    run = build_run(tmp_path, bad=False)
+def test_span_policy_samples_inside_the_abnormal_span(tmp_path: Path, videos: Path) -> None:
+    run = build_run(tmp_path, videos, bad=False)
     summary = run_sample(run, policy="span:5", max_pixels=448 * 448, decoder="auto", workers=1, jpeg_quality=90, show_progress=False)
     assert summary.rejected == 0 and summary.exit_code == 0
     fight = frames_of(run, "fight", "span:5", 448 * 448)
@@ -87,8 +93,8 @@ def test_span_policy_samples_inside_the_abnormal_span(tmp_path: Path) -> None:
     assert normal is not None and normal.indices == [5, 15, 25, 35, 45]  # no span: uniform over the video
 
 
-def test_rerun_skips_done_videos_and_redoes_incomplete_ones(tmp_path: Path) -> None:
-    run = build_run(tmp_path)
+def test_rerun_skips_done_videos_and_redoes_incomplete_ones(tmp_path: Path, videos: Path) -> None:
+    run = build_run(tmp_path, videos)
     run_sample(run, policy="fps:2", max_pixels=112 * 84, decoder="auto", workers=1, jpeg_quality=90, show_progress=False)
     first = frames_of(run, "fight", "fps:2", 112 * 84)
     again = run_sample(run, policy="fps:2", max_pixels=112 * 84, decoder="auto", workers=1, jpeg_quality=90, show_progress=False)
@@ -105,8 +111,8 @@ def test_rerun_skips_done_videos_and_redoes_incomplete_ones(tmp_path: Path) -> N
     assert frames_of(run, "fight", "fps:2", 56 * 56).width == 56
 
 
-def test_process_pool_gives_the_same_frames(tmp_path: Path) -> None:
-    run = build_run(tmp_path)
+def test_process_pool_gives_the_same_frames(tmp_path: Path, videos: Path) -> None:
+    run = build_run(tmp_path, videos)
     summary = run_sample(run, policy="stride:10", max_pixels=112 * 84, decoder="pyav-seek", workers=2, jpeg_quality=90, show_progress=False)
     assert summary.counts["sampled"] == 3 and summary.rejected == 4
     frames = frames_of(run, "fight", "stride:10", 112 * 84)
@@ -115,8 +121,8 @@ def test_process_pool_gives_the_same_frames(tmp_path: Path) -> None:
         assert read_index(np.asarray(Image.open(run / rel).convert("RGB"))) == index
 
 
-def test_video_ids_restrict_the_stage(tmp_path: Path) -> None:
-    run = build_run(tmp_path)
+def test_video_ids_restrict_the_stage(tmp_path: Path, videos: Path) -> None:
+    run = build_run(tmp_path, videos)
     summary = run_sample(run, policy="uniform:2", max_pixels=112 * 84, workers=1, video_ids={"fight", "gone"}, show_progress=False)
     assert summary.counts == {"videos": 2, "sampled": 1, "skipped": 0, "rejected": 1, "frames": 2}
 
@@ -126,12 +132,12 @@ def test_resolve_workers() -> None:
     assert resolve_workers(8, 3) == 3 and resolve_workers(4, 0) == 1
 
 
-def test_cli_exit_codes(tmp_path: Path) -> None:
+def test_cli_exit_codes(tmp_path: Path, videos: Path) -> None:
     runner = CliRunner()
-    partial = build_run(tmp_path / "partial")
+    partial = build_run(tmp_path / "partial", videos)
     result = runner.invoke(app, ["sample", "--run", str(partial), "--policy", "uniform:3", "--max-pixels", "12544", "-j", "1"])
     assert result.exit_code == 3, result.output
-    clean = build_run(tmp_path / "clean", bad=False)
+    clean = build_run(tmp_path / "clean", videos, bad=False)
     result = runner.invoke(app, ["sample", "--run", str(clean), "--policy", "fps:1", "--decoder", "opencv", "-j", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads((clean / "run.json").read_text())["stages"][-1]["counts"]["sampled"] == 3
@@ -150,10 +156,10 @@ def _crash_on_fight(job):
     return sample.Outcome(job.video_id, frames=1)
 
 
-def test_a_dying_worker_rejects_only_its_video(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dying_worker_rejects_only_its_video(tmp_path: Path, videos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vau_annotate.pipelines import sample
 
-    run = build_run(tmp_path, bad=False)
+    run = build_run(tmp_path, videos, bad=False)
     monkeypatch.setattr(sample, "sample_one", _crash_on_fight)
     summary = run_sample(run, policy="uniform:2", max_pixels=112 * 84, workers=2, show_progress=False)
     assert (summary.counts["sampled"], summary.rejected) == (2, 1)

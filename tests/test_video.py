@@ -204,7 +204,7 @@ def test_indices_are_sorted_unique_and_in_range(clips: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize(
     ("size", "budget", "expected"),
-    [((640, 360), 448 * 448, (588, 336)), ((1280, 720), 448 * 448, (588, 336)), ((160, 120), 448 * 448, (168, 112)), ((768, 576), 200_000, (504, 364)), ((28, 28), 448 * 448, (56, 56))],
+    [((640, 360), 448 * 448, (588, 336)), ((1280, 720), 448 * 448, (588, 336)), ((160, 120), 448 * 448, (168, 112)), ((768, 576), 200_000, (504, 364)), ((28, 28), 448 * 448, (56, 56)), ((4000, 30), 5000, (168, 28)), ((30, 4000), 5000, (28, 168))],
 )
 def test_target_size_like_qwen_smart_resize(size: tuple[int, int], budget: int, expected: tuple[int, int]) -> None:
     assert target_size(*size, max_pixels=budget) == expected
@@ -255,6 +255,15 @@ def test_skipping_unwanted_b_frames_changes_no_pixel(clips: dict[str, Path]) -> 
     for name in ("auto", "pyav-seek", "pyav-sequential"):
         for index, frame in zip(some, decode_frames(path, some, name)):
             assert np.array_equal(frame, every[index]), (name, index)
+
+
+def test_single_threaded_decoding_gives_the_same_frames(clips: dict[str, Path]) -> None:
+    """Worker processes decode with one thread each; that must not change a pixel."""
+    path, indices = clips["bframes"], [2, 21, 47, 70]
+    for name in DECODERS:
+        threaded = decode_frames(path, indices, name)
+        single = decode_frames(path, indices, name, threads=False)
+        assert all(np.array_equal(a, b) for a, b in zip(threaded, single)), name
 
 
 def test_auto_seeks_only_across_keyframes(clips: dict[str, Path]) -> None:

@@ -18,8 +18,9 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 class VideoError(Exception):
@@ -407,6 +408,8 @@ def target_size(width: int, height: int, max_pixels: int, factor: int = 28, min_
 
     Same rule as qwen-vl-utils' `smart_resize` (which takes and returns height first), so frames
     sampled here map onto whole 28×28 vision patches without the model processor resizing again.
+    The one difference: for extremely thin frames, where smart_resize returns a side of 0, the
+    short side stays one patch wide and the long side is cut to fit the budget.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, not {width}×{height}")
@@ -420,6 +423,13 @@ def target_size(width: int, height: int, max_pixels: int, factor: int = 28, min_
         beta = math.sqrt(height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
         w_bar = max(factor, math.floor(width / beta / factor) * factor)
+        # A very thin frame: smart_resize would make the short side 0; keep it at one patch and
+        # shorten the long side instead, so the budget still holds.
+        longest = max(factor, math.floor(max_pixels / factor / factor) * factor)
+        if h_bar == factor:
+            w_bar = min(w_bar, longest)
+        if w_bar == factor:
+            h_bar = min(h_bar, longest)
     elif h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (height * width))
         h_bar = math.ceil(height * beta / factor) * factor
@@ -636,10 +646,10 @@ def plan_seeks(info: VideoInfo, wanted: Sequence[int], mode: str = "auto") -> li
     return plan
 
 
-def _pyav(path: Path, wanted: list[int], info: VideoInfo, mode: str) -> list:
+def _pyav(path: Path, wanted: list[int], info: VideoInfo, threads: bool, mode: str) -> list:
     """Decode the wanted frames with PyAV following the seek plan of `mode`."""
     plan = plan_seeks(info, wanted, mode)
-    reader = _PyAVReader(path, info, wanted, threads=True)
+    reader = _PyAVReader(path, info, wanted, threads=threads)
     try:
         out = []
         for n, target in enumerate(wanted):
@@ -658,25 +668,25 @@ def _pyav(path: Path, wanted: list[int], info: VideoInfo, mode: str) -> list:
         reader.close()
 
 
-def _decord(path: Path, wanted: list[int], info: VideoInfo) -> list:
+def _decord(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> list:
     """decord's VideoReader.get_batch (its own index, seek and cache logic)."""
     import decord
 
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0 if threads else 1)
         if wanted[-1] >= len(reader):
             raise VideoError(f"truncated or corrupt: decord sees {len(reader)} frames, frame {wanted[-1]} is beyond")
         batch = reader.get_batch(wanted).asnumpy()
-    except decord.DECORDError as exc:
-        raise VideoError(f"truncated or corrupt: {exc}".splitlines()[0]) from None
+    except (decord.DECORDError, RuntimeError) as exc:  # decord raises both for unreadable files
+        raise VideoError(f"truncated or corrupt: decord cannot read it ({str(exc).splitlines()[0]})") from None
     return list(batch)
 
 
-def _opencv(path: Path, wanted: list[int], info: VideoInfo) -> list:
+def _opencv(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> list:
     """OpenCV sequential grab(), retrieve() only for the wanted frames."""
     import cv2
 
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [] if threads else [cv2.CAP_PROP_N_THREADS, 1])
     try:
         if not capture.isOpened():
             raise VideoError("not a video: OpenCV cannot open it")
@@ -695,10 +705,10 @@ def _opencv(path: Path, wanted: list[int], info: VideoInfo) -> list:
         capture.release()
 
 
-_DECODE = {
-    "auto": lambda path, wanted, info: _pyav(path, wanted, info, "auto"),
-    "pyav-seek": lambda path, wanted, info: _pyav(path, wanted, info, "pyav-seek"),
-    "pyav-sequential": lambda path, wanted, info: _pyav(path, wanted, info, "pyav-sequential"),
+_DECODE: dict[str, Callable[[Path, list[int], VideoInfo, bool], list]] = {
+    "auto": partial(_pyav, mode="auto"),
+    "pyav-seek": partial(_pyav, mode="pyav-seek"),
+    "pyav-sequential": partial(_pyav, mode="pyav-sequential"),
     "decord": _decord,
     "opencv": _opencv,
 }
@@ -720,10 +730,12 @@ def effective_decoder(decoder: str, info: VideoInfo) -> str:
     return name
 
 
-def decode_frames(path: str | os.PathLike[str], indices: Sequence[int], decoder: str = "auto", info: VideoInfo | None = None) -> list:
+def decode_frames(path: str | os.PathLike[str], indices: Sequence[int], decoder: str = "auto", info: VideoInfo | None = None, threads: bool = True) -> list:
     """RGB uint8 arrays (H, W, 3) of the given frame indices (sorted, unique), in that order.
 
     Every decoder returns the same frames for the same indices (see `effective_decoder`).
+    `threads=False` keeps the decoder to one thread: right when several processes decode at
+    once, since frame threading costs extra CPU that only pays off on otherwise idle cores.
     """
     path = Path(path)
     info = info or probe(path, decode_first=False)
@@ -735,7 +747,7 @@ def decode_frames(path: str | os.PathLike[str], indices: Sequence[int], decoder:
         return []
     if wanted[0] < 0 or wanted[-1] >= info.num_frames:
         raise ValueError(f"frame indices must lie in 0..{info.num_frames - 1}")
-    return _DECODE[name](path, wanted, info)
+    return _DECODE[name](path, wanted, info, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,13 +776,14 @@ def sample_video(
     decoder: str = "auto",
     spans: Sequence | None = None,
     jpeg_quality: int = 90,
+    threads: bool = True,
 ) -> SampledVideo:
     """Probe, pick frames by policy, decode, resize to the pixel budget and JPEG-encode them."""
     policy = parse_policy(policy) if isinstance(policy, str) else policy
     info = probe(path, decode_first=False)  # decoding the sample proves decodability anyway
     indices = select_indices(policy, info, spans)
     size = target_size(info.width, info.height, max_pixels)
-    frames = decode_frames(path, indices, decoder, info=info)
+    frames = decode_frames(path, indices, decoder, info=info, threads=threads)
     jpegs = [encode_jpeg(resize_frame(frame, size), jpeg_quality) for frame in frames]
     return SampledVideo(
         info=info,

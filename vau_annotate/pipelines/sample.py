@@ -40,6 +40,7 @@ class Job:
     decoder: str
     jpeg_quality: int
     spans: tuple[tuple[float, float], ...] | None
+    threads: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,14 @@ def run_sample(
     videos_dir = rundir.load_meta().videos
     todo = [r for r in records if not is_sampled(rundir, r.id, canonical, max_pixels)]
     rundir.clear_rejects(STAGE, {r.id for r in todo})
-    jobs = [make_job(rundir, r, videos_dir, canonical, max_pixels, decoder, jpeg_quality) for r in todo]
+    processes = resolve_workers(workers, len(todo))
+    jobs = [make_job(rundir, r, videos_dir, canonical, max_pixels, decoder, jpeg_quality, threads=processes == 1) for r in todo]
 
     def record_reject(outcome: Outcome) -> None:  # at once, so an interrupted run keeps its reasons
         if outcome.reason is not None:
             rundir.add_reject(outcome.video_id, STAGE, outcome.reason, policy=canonical, max_pixels=max_pixels)
 
-    outcomes = execute(jobs, resolve_workers(workers, len(jobs)), show_progress, record_reject)
+    outcomes = execute(jobs, processes, show_progress, record_reject)
     return summarise(rundir, records, outcomes, canonical, max_pixels, decoder, workers, jpeg_quality)
 
 
@@ -87,8 +89,13 @@ def is_sampled(rundir: RunDir, video_id: str, policy: str, max_pixels: int) -> b
     return frameset is not None and all((rundir.root / p).is_file() for p in frameset.paths)
 
 
-def make_job(rundir: RunDir, record: VideoRecord, videos_dir: str | None, policy: str, max_pixels: int, decoder: str, jpeg_quality: int) -> Job:
-    """A job for one video; its path is relative to the run's --videos directory (run.json)."""
+def make_job(rundir: RunDir, record: VideoRecord, videos_dir: str | None, policy: str, max_pixels: int, decoder: str, jpeg_quality: int,
+             threads: bool = True) -> Job:
+    """A job for one video; its path is relative to the run's --videos directory (run.json).
+
+    With several worker processes each decoder gets one thread: the processes already use the
+    cores, and frame threading only adds its own overhead then.
+    """
     path = Path(record.path)
     if videos_dir and not path.is_absolute():
         path = Path(videos_dir) / path
@@ -103,6 +110,7 @@ def make_job(rundir: RunDir, record: VideoRecord, videos_dir: str | None, policy
         decoder=decoder,
         jpeg_quality=jpeg_quality,
         spans=spans,
+        threads=threads,
     )
 
 
@@ -116,7 +124,7 @@ def sample_one(job: Job) -> Outcome:
     """Sample one video and write its JPEGs, then its FrameSet (runs in a worker process)."""
     out_dir = Path(job.out_dir)
     try:
-        sampled = sample_video(job.video_path, job.policy, job.max_pixels, job.decoder, job.spans, job.jpeg_quality)
+        sampled = sample_video(job.video_path, job.policy, job.max_pixels, job.decoder, job.spans, job.jpeg_quality, job.threads)
         if not sampled.indices:
             return Outcome(job.video_id, reason="no frames: the policy selected none")
         if out_dir.exists():  # leftovers of an interrupted attempt
