@@ -31,6 +31,7 @@ def call(access: ModelAccess, peer: OpenAIPeer, ledger: Ledger, text: str):
         except BackendError as exc:
             return exc, engine
         finally:
+            await engine.aclose()
             await backend.aclose()
 
     return asyncio.run(go())
@@ -76,3 +77,22 @@ def test_bad_model_options_are_usage_errors(tmp_path, extra, message):
         result = CliRunner().invoke(app, [*command, "--run", str(tmp_path), *extra])
         assert result.exit_code == 2, result.output
         assert message in result.output
+
+
+def test_status_shows_calls_cache_hits_tokens_and_failures(tmp_path):
+    from rich.console import Console
+
+    from vau_annotate.pipelines.status import collect_status, render_status
+
+    with OpenAIPeer() as peer, Ledger(tmp_path / "ledger.sqlite") as ledger:
+        peer.script.push(Fault.of("moderation"))
+        call(ModelAccess(), peer, ledger, "refused")
+        call(ModelAccess(), peer, ledger, "answered")
+        call(ModelAccess(), peer, ledger, "answered")  # from the ledger
+    report = collect_status(tmp_path)
+    (row,) = report["usage"]
+    assert (row["requests"], row["cache_hits"], row["failed"]) == (2, 1, 1)
+    console = Console(width=120, record=True)
+    render_status(report, console)
+    text = console.export_text()
+    assert "model calls" in text and "openai:judge" in text and "permanent" in text

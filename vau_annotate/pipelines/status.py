@@ -84,13 +84,22 @@ def render_status(report: dict[str, Any], console: Console) -> None:
         console.print(table)
     usage = report.get("usage") or []
     if usage:
-        table = Table(title="model calls")
-        columns = list(usage[0].keys())
-        for column in columns:
-            table.add_column(column)
-        for row in usage:
-            table.add_row(*[_fmt(row[c]) for c in columns])
-        console.print(table)
+        console.print(usage_table(usage))
+
+
+def usage_table(usage: list[dict[str, Any]]) -> Table:
+    """One row per stage and model; failures by class get a column only when there are any."""
+    failures = any(row["failures"] for row in usage)
+    table = Table(title="model calls")
+    columns = ["stage", "model", "calls", "cached", "failed", "tokens in", "out", "cost $"] + (["failures by class"] if failures else [])
+    for column in columns:
+        table.add_column(column, overflow="fold", justify="left" if column in ("stage", "model", "failures by class") else "right")
+    for row in usage:
+        model = f"{row['provider']}:{Path(row['model']).name if '/' in row['model'] else row['model']}"
+        cells = [row["stage"], model, str(row["requests"]), str(row["cache_hits"]), str(row["failed"]),
+                 f"{row['input_tokens']:,}", f"{row['output_tokens']:,}", f"{row['cost']:.4f}"]
+        table.add_row(*cells, *([_fmt(row["failures"])] if failures else []))
+    return table
 
 
 def _fmt(value: Any) -> str:
