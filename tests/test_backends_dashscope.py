@@ -11,6 +11,7 @@ from typing import Any
 
 import dashscope
 import pytest
+from hosted_calls import ask, run
 from peers import DashScopePeer, Fault, Reply, tiny_jpeg
 from peers.dashscope_server import MULTIMODAL_PATH, TEXT_PATH, content_items
 
@@ -18,11 +19,9 @@ from vau_annotate.annotate.backends import (
     BackendError,
     ErrorClass,
     ImagePart,
-    Message,
     Request,
     Result,
     SamplingParams,
-    TextPart,
     VideoPart,
     load_backend,
 )
@@ -42,22 +41,6 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def peer() -> Any:
     with DashScopePeer() as server:
         yield server
-
-
-def ask(text: str = "hello", *parts: Any, params: SamplingParams | None = None) -> Request:
-    return Request(messages=(Message.text("system", "be brief"), Message("user", (*parts, TextPart(text)))), params=params or SamplingParams())
-
-
-def run(backend: Any, *requests: Request) -> list[Result | BackendError]:
-    """Send the requests concurrently on one backend; failures come back as values."""
-
-    async def go() -> list[Result | BackendError]:
-        try:
-            return list(await asyncio.gather(*(backend.generate(r) for r in requests), return_exceptions=True))
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
 
 
 def run_serially(backend: Any, request: Request, times: int) -> list[Result | BackendError]:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from hosted_calls import ask, run
 from peers import Fault, OpenAIPeer, Reply, tiny_jpeg
 from peers.openai_server import content_parts
 
@@ -16,11 +17,9 @@ from vau_annotate.annotate.backends import (
     BackendError,
     ErrorClass,
     ImagePart,
-    Message,
     Request,
     Result,
     SamplingParams,
-    TextPart,
     VideoPart,
     load_backend,
 )
@@ -39,22 +38,6 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def peer() -> Any:
     with OpenAIPeer() as server:
         yield server
-
-
-def ask(text: str = "hello", *parts: Any, params: SamplingParams | None = None) -> Request:
-    return Request(messages=(Message.text("system", "be brief"), Message("user", (*parts, TextPart(text)))), params=params or SamplingParams())
-
-
-def run(backend: Any, *requests: Request) -> list[Result | BackendError]:
-    """Send the requests concurrently on one backend; failures come back as values."""
-
-    async def go() -> list[Result | BackendError]:
-        try:
-            return list(await asyncio.gather(*(backend.generate(r) for r in requests), return_exceptions=True))
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
 
 
 def backend_for(peer: OpenAIPeer, **options: Any) -> Any:
