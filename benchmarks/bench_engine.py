@@ -1,7 +1,9 @@
 """Engine throughput: many concurrent calls against a slow OpenAI-compatible server, then the cache.
 
-A loopback OpenAI-compatible peer (tests/peers/openai_server.py, in its own process so that
-server and client do not share one GIL) answers every chat completion after --latency seconds.
+A minimal asyncio OpenAI-compatible responder on 127.0.0.1 (in its own process, so server and
+client do not share one GIL) answers every chat completion after --latency seconds. It is not the
+threaded test peer (tests/peers): that one spends most of a core on thread switching at 320
+requests/s, which on a 2-core machine would be measured as client slowness.
 
   engine        --calls distinct requests through Engine + the `openai:` backend (AsyncOpenAI) at
                 --concurrency; ideal rate = concurrency / latency (64 / 0.2 s = 320 calls/s).
@@ -34,12 +36,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -56,40 +60,64 @@ CACHE_TARGET = 5000.0
 
 # -- the server, in its own process -------------------------------------------------------------
 
-def _serve(conn: Connection, latency: float) -> None:
-    """Child process: run the peer and answer "count" / "stop" over the pipe."""
-    from tests.peers.openai_server import OpenAIPeer
+ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A person walks across the frame."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+}).encode()
 
-    server = OpenAIPeer(latency_s=latency).start()
-    conn.send(server.base_url)
-    while True:
-        command = conn.recv()
-        if command == "count":
-            conn.send(server.script.calls)
-        elif command == "stop":
-            server.close()
-            conn.send("stopped")
-            return
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, latency: float, calls: Any) -> None:
+    """One keep-alive connection: read each request (headers + Content-Length body), wait, answer.
+
+    The benchmark measures the client, so the server is a minimal asyncio responder (the threaded
+    test peer spends a whole core of this 2-core machine on thread switching at 320 requests/s)."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            json.loads(await reader.readexactly(length))
+            with calls.get_lock():
+                calls.value += 1
+            await asyncio.sleep(latency)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+def _serve(conn: Connection, latency: float, calls: Any) -> None:
+    """Child process: an OpenAI-compatible /v1/chat/completions responder on 127.0.0.1."""
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: _answer(r, w, latency, calls), "127.0.0.1", 0, backlog=1024)
+        conn.send(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
 
 
 class ServerProcess:
-    """The peer in a child process; `calls` asks it how many requests it received."""
+    """The responder in a child process; `calls` counts the requests it received."""
 
     def __init__(self, latency: float) -> None:
         ctx = multiprocessing.get_context("spawn")
+        self._calls = ctx.Value("i", 0)
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process = ctx.Process(target=_serve, args=(child, latency, self._calls), daemon=True)
         self._process.start()
         self.base_url: str = self._conn.recv()
 
     @property
     def calls(self) -> int:
-        self._conn.send("count")
-        return self._conn.recv()
+        return int(self._calls.value)
 
     def close(self) -> None:
-        self._conn.send("stop")
-        self._conn.recv()
+        self._process.terminate()
         self._process.join(timeout=10)
 
 
@@ -194,7 +222,7 @@ def main() -> int:
     gather_rate = args.calls / gather_s
     ratio = engine_rate / ideal
     cache_rate = args.calls / warm.seconds
-    print(f"server: OpenAI-compatible loopback peer (tests/peers), {args.latency * 1000:.0f} ms per answer, own process")
+    print(f"server: minimal asyncio OpenAI-compatible responder on 127.0.0.1, {args.latency * 1000:.0f} ms per answer, own process")
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after")
     print(f"{'run':<36}{'calls':>7}{'seconds':>10}{'calls/s':>10}")
     print(f"{'sequential SDK loop (measured)':<36}{args.sequential:>7}{per_call * args.sequential:>10.2f}{1 / per_call:>10.1f}")
