@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.media import frame_image, read_index  # noqa: E402
+from tests.media import read_index  # noqa: E402
+from vau_annotate.annotate import synth  # noqa: E402
 from vau_annotate.annotate.video import decode_frames, parse_policy, probe, select_indices  # noqa: E402
 
 SECONDS, FPS, WIDTH, HEIGHT = 30, 30, 640, 360
@@ -49,19 +49,7 @@ POLICIES = ("uniform:16", "fps:1", "stride:16")
 
 def make_clip(path: Path, gop: int) -> Path:
     """A realistic-ish x264 clip (veryfast, B-frames) with a keyframe every `gop` frames."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.time_base = Fraction(1, FPS)
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "veryfast", "crf": "23"}
-        for i in range(SECONDS * FPS):
-            frame = av.VideoFrame.from_ndarray(frame_image(i, WIDTH, HEIGHT), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return synth.make_clip(path, seconds=SECONDS, fps=FPS, width=WIDTH, height=HEIGHT, gop=gop, preset="veryfast", crf=23, bframes=None)
 
 
 # --- methods: each takes (path, sorted indices) and returns RGB arrays -------------------------

@@ -22,3 +22,21 @@ def run(backend: Any, *requests: Request) -> list[Result | BackendError]:
             await backend.aclose()
 
     return asyncio.run(go())
+
+
+def run_serially(backend: Any, request: Request, times: int) -> list[Result | BackendError]:
+    """Send the same request `times` times, one after another (each scripted fault in turn)."""
+
+    async def go() -> list[Result | BackendError]:
+        outcomes: list[Result | BackendError] = []
+        try:
+            for _ in range(times):
+                try:
+                    outcomes.append(await backend.generate(request))
+                except BackendError as error:
+                    outcomes.append(error)
+        finally:
+            await backend.aclose()
+        return outcomes
+
+    return asyncio.run(go())

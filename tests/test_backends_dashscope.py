@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -11,7 +10,7 @@ from typing import Any
 
 import dashscope
 import pytest
-from hosted_calls import ask, run
+from hosted_calls import ask, run, run_serially
 from peers import DashScopePeer, Fault, Reply, tiny_jpeg
 from peers.dashscope_server import MULTIMODAL_PATH, TEXT_PATH, content_items
 
@@ -19,7 +18,6 @@ from vau_annotate.annotate.backends import (
     BackendError,
     ErrorClass,
     ImagePart,
-    Request,
     Result,
     SamplingParams,
     VideoPart,
@@ -41,22 +39,6 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def peer() -> Any:
     with DashScopePeer() as server:
         yield server
-
-
-def run_serially(backend: Any, request: Request, times: int) -> list[Result | BackendError]:
-    async def go() -> list[Result | BackendError]:
-        outcomes: list[Result | BackendError] = []
-        try:
-            for _ in range(times):
-                try:
-                    outcomes.append(await backend.generate(request))
-                except BackendError as error:
-                    outcomes.append(error)
-        finally:
-            await backend.aclose()
-        return outcomes
-
-    return asyncio.run(go())
 
 
 def backend_for(peer: DashScopePeer, model: str = "qwen-plus", **options: Any) -> Any:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
 from typing import Any
 
 import pytest
-from hosted_calls import ask, run
+from hosted_calls import ask, run, run_serially
 from peers import Fault, OpenAIPeer, Reply, tiny_jpeg
 from peers.openai_server import content_parts
 
@@ -17,7 +16,6 @@ from vau_annotate.annotate.backends import (
     BackendError,
     ErrorClass,
     ImagePart,
-    Request,
     Result,
     SamplingParams,
     VideoPart,
@@ -126,22 +124,6 @@ def _outcome(error: Result | BackendError) -> tuple[Any, ...]:
     if isinstance(error, Result):
         return ("no error", error.text)
     return (error.error_class, error.code, error.retry_after)
-
-
-def run_serially(backend: Any, request: Request, times: int) -> list[Result | BackendError]:
-    async def go() -> list[Result | BackendError]:
-        outcomes: list[Result | BackendError] = []
-        try:
-            for _ in range(times):
-                try:
-                    outcomes.append(await backend.generate(request))
-                except BackendError as error:
-                    outcomes.append(error)
-        finally:
-            await backend.aclose()
-        return outcomes
-
-    return asyncio.run(go())
 
 
 def test_key_echoed_by_server_is_scrubbed_and_never_logged(peer: OpenAIPeer, caplog: pytest.LogCaptureFixture) -> None:

@@ -108,17 +108,7 @@ def test_probe_explains_unusable_files(tmp_path: Path, clips: dict[str, Path], m
 
 def test_probe_detects_a_cut_file_whose_index_survived(tmp_path: Path) -> None:
     """Index (moov) first, media data cut: the header promises more frames than are there."""
-    src = tmp_path / "fast.mp4"
-    with av.open(str(src), mode="w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i in range(75):
-            frame = av.VideoFrame.from_ndarray(frame_image(i, W, H), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    src = make_clip(tmp_path / "fast.mp4", seconds=75 / FPS, fps=FPS, width=W, height=H, container_options={"movflags": "faststart"})
     with pytest.raises(VideoError, match="^truncated or corrupt"):
         probe(make_truncated(src, tmp_path / "cut.mp4", keep=0.5))
 
