@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from media import random_jpeg as jpeg  # noqa: E402
+from media import random_video  # noqa: E402
 from vau_annotate.annotate.backends import (  # noqa: E402
     BackendError,
     ErrorClass,
@@ -32,17 +33,8 @@ from vau_annotate.annotate.backends import (  # noqa: E402
 from vau_annotate.annotate.backends._local import prepare, video_metadata  # noqa: E402
 
 
-def jpeg(seed: int, height: int = 84, width: int = 112) -> bytes:
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 def video(fps: float = 2.0, frames: int = 4) -> VideoPart:
-    return VideoPart(frames=tuple(jpeg(i) for i in range(frames)), timestamps=tuple(i / fps for i in range(frames)), fps=fps)
+    return random_video(fps, frames)
 
 
 def ask(*parts: TextPart | ImagePart | VideoPart, max_tokens: int = 8, stop: tuple[str, ...] = ()) -> Request:

@@ -9,7 +9,6 @@ finish reasons, order) and about both paths seeing the same prompt, frames and f
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -26,8 +25,9 @@ if os.environ.get("VAU_VLLM_TEST") != "1":
     pytest.skip("vLLM tests run with `make test-vllm` (VAU_VLLM_TEST=1)", allow_module_level=True)
 pytest.importorskip("vllm")
 
-import numpy as np  # noqa: E402
 
+from media import random_jpeg as jpeg  # noqa: E402
+from media import random_video  # noqa: E402
 from vau_annotate.annotate.backends import ImagePart, Message, Request, Result, SamplingParams, TextPart, VideoPart, load_backend  # noqa: E402
 
 SERVED_NAME = "tiny-qwen"
@@ -40,17 +40,8 @@ ENGINE_ARGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(M
 pytestmark = pytest.mark.timeout(1800)
 
 
-def jpeg(seed: int, height: int = 84, width: int = 112) -> bytes:
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
 def video(fps: float = 2.0, frames: int = 6) -> VideoPart:
-    return VideoPart(frames=tuple(jpeg(i) for i in range(frames)), timestamps=tuple(i / fps for i in range(frames)), fps=fps)
+    return random_video(fps, frames)
 
 
 def ask(*parts: TextPart | ImagePart | VideoPart, max_tokens: int = 12) -> Request:
