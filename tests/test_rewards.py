@@ -190,6 +190,9 @@ def test_reflection_format_and_brevity():
     assert R.reflection_brevity(reflect_reply("A", "B", reflection="w w"), REFLECT_QA, cfg) == pytest.approx(math.exp(-0.5))
     with pytest.raises(ValueError):
         R.brevity(3, 10, 10)
+    # the whole reply measured instead: "first look A w w second look B" = 8 words → e^−1
+    whole = cfg._replace(length_of="completion")
+    assert R.reflection_brevity(reflect_reply("A", "B", reflection="w w"), REFLECT_QA, whole) == pytest.approx(math.exp(-1))
 
 
 def test_srvau_task_reflection_and_total_by_hand():

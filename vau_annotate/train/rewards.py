@@ -254,8 +254,10 @@ TAG_CORRECT_IOU = 0.5  # a grounding answer counts as correct at IoU ≥ 0.5 (re
 class ReflectionConfig(NamedTuple):
     """Weights and length targets of the SRVAU-R1 reward; override per run from the GRPO config.
 
-    `target_words` (T) and `max_words` (Tmax) set the brevity term exp(−|L−T|/(Tmax−T)) over the
-    reflection's length L in words; α, β, γ weigh task, reflection and IoU rewards. (A NamedTuple,
+    `target_words` (T) and `max_words` (Tmax) set the brevity term exp(−|L−T|/(Tmax−T)) over a
+    length L in words: the reflection's (`length_of="reflection"`) or the whole reply's
+    (`"completion"`, as SRPO, arXiv 2506.01713, whose reflection reward SRVAU-R1 adapts, measures
+    the response). α, β, γ weigh task, reflection and IoU rewards. (A NamedTuple,
     not a dataclass: verl and EasyR1 import this file by path, some versions without registering
     it in sys.modules, which dataclasses need.)
     """
@@ -266,6 +268,7 @@ class ReflectionConfig(NamedTuple):
     target_words: int = 64
     max_words: int = 256
     brevity_weight: float = 0.25
+    length_of: str = "reflection"
 
 
 DEFAULT_REFLECTION = ReflectionConfig()
@@ -332,11 +335,14 @@ def brevity(length: int, target: int, maximum: int) -> float:
 
 
 def reflection_brevity(completion: str, row: Mapping[str, Any], config: ReflectionConfig = DEFAULT_REFLECTION) -> float:
-    """The brevity term over the reflection's word count; 0 without a reflection."""
+    """The brevity term over the reflection's (or the whole reply's) word count; 0 without a reflection."""
     inner = _reflection_text(completion)
     if not inner or not inner.strip():
         return 0.0
-    return brevity(len(inner.split()), config.target_words, config.max_words)
+    if config.length_of not in ("reflection", "completion"):
+        raise ValueError(f"length_of must be 'reflection' or 'completion', not {config.length_of!r}")
+    measured = inner if config.length_of == "reflection" else re.sub(r"<[^>]+>", " ", completion)
+    return brevity(len(measured.split()), config.target_words, config.max_words)
 
 
 def reflection(completion: str, row: Mapping[str, Any], config: ReflectionConfig = DEFAULT_REFLECTION) -> float:
