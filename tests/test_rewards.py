@@ -148,6 +148,7 @@ def test_accuracy_dispatches_on_task():
         ("<answer>[10, 20]</answer>", TAG_UNKNOWN, 0.0),  # unknown span: no signal
         (P2C_ABNORMAL_REPLY, P2C, 1.0),  # <when> [0.25, 0.5] × 40 s
         (P2C_NORMAL_REPLY, P2C_NORMAL, 1.0),
+        (P2C_NORMAL_REPLY.replace("people walk", "2 to 3 people walk"), P2C_NORMAL, 1.0),  # numbers in <what> are no span
         ("<answer>[10, 20]</answer>", QA, 0.0),  # QA asks no span
     ],
 )

@@ -106,7 +106,13 @@ def clock_to_seconds(value: str) -> float:
 
 
 def span_scope(text: str) -> str:
-    """The part of a reply that holds its span: the first of `<when>`, `<glue>`, `<answer>`, else all."""
+    """The part of a reply that holds its span: the first of `<when>`, `<glue>`, `<answer>`, else all.
+
+    A Vad-R1 answer (it has `<which>`) keeps its span in `<when>` only: a normal video's answer has
+    no `<when>`, and numbers in its `<what>` / `<why>` ("2 to 3 people") are not a span.
+    """
+    if extract_tag(text, "which") is not None:
+        return extract_tag(text, "when") or ""
     for tag in SPAN_TAGS:
         inner = extract_tag(text, tag)
         if inner is not None:
