@@ -48,6 +48,8 @@ def reflect_reply(first: str, final: str, reflection: str = "I misread the scene
         ("<answer>B</answer>", QA, 0.0),  # no think
         ("<think>x</think><answer>B</answer> and more", QA, 0.0),  # text after the answer
         ("<think>x</think><answer> </answer>", QA, 0.0),  # empty answer
+        ("<think>x</think><answer>A</answer><think>y</think><answer>B</answer>", QA, 0.0),  # two rounds
+        ("<think>x</think><answer>B", QA, 0.0),  # unclosed
         ("<think>x</think><answer>Anomaly</answer><glue>[10, 20]</glue>", TAG, 1.0),  # VAU-R1 grounding tag
         ("<think>x</think><answer>[10.0, 20.0]</answer>", TAG, 1.0),  # our grpo_tag prompt: span in answer
         ("<think>x</think><answer>normal</answer>", TAG, 1.0),  # an explicit normal verdict is well-formed
@@ -73,6 +75,8 @@ def test_format_p2c_follows_the_models_own_verdict():
     assert R.format_p2c(swapped, P2C) == 0.0
     # <when> without a span
     assert R.format_p2c(P2C_ABNORMAL_REPLY.replace("[0.250, 0.500]", "early on"), P2C) == 0.0
+    # a second round after the answer
+    assert R.format_p2c(P2C_ABNORMAL_REPLY + "<think>again</think><answer>x</answer>", P2C) == 0.0
     # an empty step
     assert R.format_p2c(P2C_ABNORMAL_REPLY.replace("Two men.", " "), P2C) == 0.0
     # unreadable <which>
