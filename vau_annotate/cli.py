@@ -455,6 +455,26 @@ def rewards_command(
     raise typer.Exit(code=3 if report.rejects else 0)
 
 
+@app.command()
+def report(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Exported dataset directory (counts per config and split, the card)."),
+    eval_dirs: list[Path] = typer.Option([], "--eval", help="Eval output directory with metrics.json (repeatable)."),
+    train_dirs: list[Path] = typer.Option([], "--train", help="Training output directory or log file; every *.jsonl with a 'step' key is plotted (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the page (default RUN/report.html)."),
+) -> None:
+    """Write one self-contained report.html over a run, its dataset, training and eval (no network needed to view it)."""
+    from vau_annotate.pipelines.report import ReportInputError, ReportInputs, write_report
+
+    if not run.is_dir():
+        raise usage_error(f"run directory {run} does not exist")
+    try:
+        target = write_report(ReportInputs(run=run, dataset=dataset, evals=list(eval_dirs), trains=list(train_dirs)), output)
+    except ReportInputError as exc:
+        raise usage_error(str(exc)) from None
+    out.print(f"report: {target}")
+
+
 def main() -> None:
     app()
 
