@@ -32,25 +32,11 @@ from vau_annotate.annotate.classes import Taxonomy, default_taxonomy
 from vau_annotate.annotate.engine import Engine, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.rundir import RunDir
-from vau_annotate.pipelines.cot_assembly import Exchange, answer_values, assemble_answer, assemble_think, make_candidate, parsed_answer, repair_targets
-from vau_annotate.pipelines.cot_builder import CotBuilder, Tally
+from vau_annotate.pipelines.cot_assembly import answer_values, assemble_answer, assemble_think, repair_targets
+from vau_annotate.pipelines.cot_builder import CotBuilder
 from vau_annotate.pipelines.cot_captions import CAPTION_BATCH_PROMPT, CAPTION_PROMPT, batches, caption_request, clean_caption, parse_caption_list
-from vau_annotate.pipelines.cot_facts import ItemFailure, VideoFacts, video_facts, video_length
-from vau_annotate.pipelines.cot_steps import (
-    ANSWER,
-    ANSWER_PROMPTS,
-    CHAINS,
-    REPAIR_PROMPT,
-    SEES,
-    StepSpec,
-    abnormal_captions,
-    clean_step,
-    local_captions,
-    repair_request,
-    step_request,
-    step_values,
-    text_request,
-)
+from vau_annotate.pipelines.cot_facts import ItemFailure, VideoFacts, video_facts
+from vau_annotate.pipelines.cot_steps import ANSWER_PROMPTS, CHAINS, clean_step, local_captions, step_request
 from vau_annotate.pipelines.cot_steps import prompt_names as chain_prompt_names
 from vau_annotate.pipelines.models import ModelAccess, open_backend
 from vau_annotate.pipelines.models import make_engine as make_stage_engine
@@ -353,3 +339,9 @@ def cot_shape(rd: RunDir) -> dict[str, Any] | None:
 def distribution(values: list[int]) -> str:
     """'mean 261.5, median 258, range 240–290' of a non-empty list."""
     return f"mean {statistics.fmean(values):.1f}, median {statistics.median(values):g}, range {min(values)}–{max(values)}"
+
+
+__all__ = [  # the stage's entry points, and the pieces of the figure tests and other stages reach for by this name
+    "CotBuilder", "CotOptions", "VideoFacts", "answer_values", "assemble_answer", "assemble_think", "clean_caption", "clean_step",
+    "cot_records", "cot_shape", "local_captions", "parse_caption_list", "refusal_reason", "repair_targets", "run_cot",
+]
