@@ -469,6 +469,33 @@ def test_fatal_teacher_error_stops_the_run_and_a_rerun_reuses_the_base_answer(tm
     assert summary.counts["accepted"] == 1
     assert models == [BASE, TEACHER, TEACHER], "the base answer came from the ledger the second time"
 
+def test_cut_replies_teacher_asked_again_base_flagged(tmp_path):
+    """A teacher reply cut at its token limit is asked again with twice the budget (a second cut rejects the
+    item as truncated); a cut base reply is the base's real attempt: kept, judged, and flagged."""
+    questions = ["[cut-once] What happens?", "[cut-always] What happens?"]
+    run = make_run(tmp_path, [video("v1", spans=[(0.5, 1.5)], duration=2.0, questions=questions)])
+    cut = teacher_reply("B")[:70]
+
+    def answer(received: Received) -> Reply:
+        text, budget = request_text(received), received.body["max_tokens"]
+        if received.body["model"] == BASE:
+            return Reply("<think>People gather and", finish_reason="length")
+        if "[cut-always]" in text or ("[cut-once]" in text and budget < 2048):
+            return Reply(cut, finish_reason="length")
+        return Reply(teacher_reply(perceive(text)))
+
+    with OpenAIPeer(Script(default=answer)) as peer:
+        summary = run_reflect(run, options_for(peer, task="qa"))
+        budgets = [r.body["max_tokens"] for r in peer.script.received if r.body["model"] == TEACHER and "[cut-once]" in request_text(r)]
+    assert summary.counts["accepted"] == 1 and summary.counts["rejected"] == 1
+    assert budgets == [1024, 2048]
+    (record,) = StageStore(RunDir(run), "reflect").accepted(ReflectionRecord)
+    assert record.id == "v1#qa0" and record.reflection == CRITIQUE and record.provenance.usage["teacher"].calls == 2
+    assert record.initial.truncated and record.initial.text == "<think>People gather and" and not record.initial.correct
+    (reject,) = [r for r in RunDir(run).load_rejects() if r.stage == "reflect"]
+    assert reject.item == "v1#qa1" and reject.reason.startswith("truncated: the teacher reply stopped at its token limit twice (1024, then 2048")
+
+
 # -- resume after kill -9 ------------------------------------------------------------------------------
 
 
