@@ -561,7 +561,7 @@ def test_resume_after_kill_repeats_no_call_and_writes_each_record_once(tmp_path)
 
 # -- the tiny model as the base, through hf: ------------------------------------------------------------
 
-def teacher_answers_truth(received: Received) -> Reply:
+def teacher_perceives(received: Received) -> Reply:
     assert received.body["model"] == TEACHER, "the base runs in process, only the teacher is remote"
     return Reply(teacher_reply(perceive(request_text(received))))
 
@@ -569,7 +569,7 @@ def teacher_answers_truth(received: Received) -> Reply:
 def test_tiny_hf_base_replies_are_kept_and_judged(tmp_path, tiny_model_dir):
     v1 = video("v1", spans=[(1.0, 3.0)], duration=4.0, questions=[f"[q{i}] What happens in the video?" for i in range(2)])
     run = make_run(tmp_path, [v1])
-    with OpenAIPeer(Script(default=teacher_answers_truth)) as peer:
+    with OpenAIPeer(Script(default=teacher_perceives)) as peer:
         summary = run_reflect(run, ReflectOptions(
             base=f"hf:{tiny_model_dir}", teacher=f"openai:{TEACHER}@{peer.base_url}", max_pixels=28 * 28 * 4,
             base_max_tokens=24, concurrency=3, workers=1, show_progress=False,
