@@ -527,12 +527,13 @@ def test_truncated_replies_never_reach_a_record(tmp_path, clips):
 
 def test_refused_caption_batch_is_retried_frame_by_frame(tmp_path, clips):
     """A refused batch of 4 frames: each frame asked alone; only the frame still refused is left out."""
-    videos, csv_path = dataset(tmp_path, clips, [("msad_Fighting_2.mp4", "Fighting", 1.0, 3.0, 4.4)])
+    rows = [("msad_Fighting_2.mp4", "Fighting", 1.0, 3.0, 4.4), ("msad_Fighting_3.mp4", "Fighting", 1.0, 3.0, 3.2)]
+    videos, csv_path = dataset(tmp_path, clips, rows)
     run = tmp_path / "run"
 
     def refusing(received) -> Reply | Fault:
         first = next((text for role, text in conversation(received) if role == "user"), "")
-        if "Below are 4 frames" in first or "Below is one frame, taken at 0.6 s" in first:
+        if "of a 3.2 s video" in first or "Below are 4 frames" in first or "Below is one frame, taken at 0.6 s" in first:
             return Fault.of("moderation")
         return respond(received)
 
@@ -540,10 +541,13 @@ def test_refused_caption_batch_is_retried_frame_by_frame(tmp_path, clips):
         spec = f"openai:qwen2.5-vl-72b@{peer.base_url}"
         result = CliRunner().invoke(app, ["build-cot", "--run", str(run), "--captioner", spec, "--reasoner", spec, "--source", "vau-bench",
                                           "--annotations", str(csv_path), "--videos", str(videos)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     record = records(run)["Fighting"]
-    assert record.provenance.refused_frames == [16]
+    assert record.video_id == "Fighting_2" and record.provenance.refused_frames == [16]
     assert [c.frame_index for c in record.captions] == [0, 32, 48, 64, 80, 96]
+    (all_refused,) = rejects(run).values()  # every frame of the 3.2 s video refused: only then is the video rejected
+    assert all_refused["item"] == "Fighting_3" and all_refused["reason"].startswith("model refused: moderation, every frame of the video")
+    assert all_refused["detail"]["refused_frames"] == [0, 16, 32, 48, 64]
 
 
 def test_build_cot_dashscope_peer_and_dry_run(tmp_path, clips, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, Sequence
 
 from vau_annotate.annotate.backends import BackendError, ErrorClass, ImagePart, Message, Request, SamplingParams, TextPart
 from vau_annotate.pipelines.cot_facts import ItemFailure
-from vau_annotate.pipelines.replies import is_refusal
+from vau_annotate.pipelines.replies import RETRY_FAILED, RETRY_REJECTED, is_refusal
 from vau_annotate.prompts import load_prompt
 from vau_annotate.schemas import FrameSet
 from vau_annotate.schemas.cot import Caption
@@ -146,7 +146,8 @@ async def caption_video(ask: Ask, frames: FrameSet, images: Sequence[ImagePart],
             else:
                 result.captions.append(Caption(frame_index=frames.indices[position], timestamp=frames.timestamps[position], text=text))
     if not result.captions:
-        raise ItemFailure("model refused: moderation (every frame of the video was refused)", refused_frames=result.refused)
+        raise ItemFailure(f"model refused: moderation, every frame of the video (re-run with {RETRY_REJECTED} {RETRY_FAILED} to ask again)",
+                          refused_frames=result.refused)
     return result
 
 
