@@ -5,6 +5,7 @@ The stage reads as Vad-R1's annotation pipeline (section 3.2), one module per bo
     cot_facts.py      what the annotations say: category, span, description, location / key object
     cot_captions.py   a dense caption per sampled frame (the captioner VLM)
     cot_steps.py      the four P2C steps (two for normal videos) and exactly what each one sees
+    cot_options.py    what the command was asked to do
     cot_assembly.py   the replies merged into Vad-Reasoning's `think` and `answer`
     checks/cot.py     the gates (structure, category, when, sentences, length, neutrality, repetition)
     cot_builder.py    one video through all of it, with one repair and whole replies only
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from vau_annotate.annotate.backends import ImagePart, Request
 from vau_annotate.annotate.backends.registry import SpecOnly
@@ -36,9 +37,10 @@ from vau_annotate.pipelines.cot_assembly import answer_values, assemble_answer, 
 from vau_annotate.pipelines.cot_builder import CotBuilder
 from vau_annotate.pipelines.cot_captions import CAPTION_BATCH_PROMPT, CAPTION_PROMPT, batches, caption_request, clean_caption, parse_caption_list
 from vau_annotate.pipelines.cot_facts import ItemFailure, VideoFacts, video_facts
+from vau_annotate.pipelines.cot_options import DEFAULT_MAX_PIXELS, DEFAULT_POLICY, CotOptions
 from vau_annotate.pipelines.cot_steps import ANSWER_PROMPTS, CHAINS, clean_step, local_captions, step_request
 from vau_annotate.pipelines.cot_steps import prompt_names as chain_prompt_names
-from vau_annotate.pipelines.models import ModelAccess, open_backend
+from vau_annotate.pipelines.models import open_backend
 from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.replies import refusal_reason
 from vau_annotate.pipelines.runner import RunCounts, StageRunner, StageStore
@@ -49,8 +51,6 @@ from vau_annotate.schemas.cot import Caption, CotRecord
 
 STAGE = "cot"
 ROLES = ("captioner", "reasoner")
-DEFAULT_POLICY = "stride:16"
-DEFAULT_MAX_PIXELS = 448 * 448
 
 # --dry-run guesses for text nobody has written yet
 CAPTION_WORDS_GUESS = 60
@@ -82,49 +82,6 @@ def stage_of(role: str) -> str:
 def cot_prompt_names() -> list[str]:
     """Every prompt the stage may use (their hashes go into run.json)."""
     return sorted({CAPTION_PROMPT, CAPTION_BATCH_PROMPT, *chain_prompt_names()})
-
-
-# -- options ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CotOptions:
-    """What `vau-annotate build-cot` was asked to do (recorded in run.json; never a secret)."""
-
-    captioner: str
-    reasoner: str
-    caption_policy: str = DEFAULT_POLICY
-    caption_batch: int = 4
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    limit: int | None = None
-    concurrency: int = 8
-    rpm: float | None = None
-    tpm: float | None = None
-    gates: tuple[str, ...] | None = None
-    skip_gates: tuple[str, ...] = ()
-    length_gate: Literal["warn", "reject"] = "reject"
-    dry_run: bool = False
-    retry_rejected: bool = False
-    caption_tokens: int = 256
-    step_tokens: int = 512
-    answer_tokens: int = 512
-    temperature: float = 0.0
-    decoder: str = "auto"
-    workers: int = 0
-    api_key_env: str | None = None
-    access: ModelAccess = field(default_factory=ModelAccess)
-    show_progress: bool = True
-
-    @property
-    def warn_gates(self) -> set[str]:
-        return {"length"} if self.length_gate == "warn" else set()
-
-    def backend_options(self) -> dict[str, Any]:
-        return {"api_key_env": self.api_key_env} if self.api_key_env else {}
-
-    def recorded(self) -> dict[str, Any]:
-        keep = ("captioner", "reasoner", "caption_policy", "caption_batch", "max_pixels", "limit", "concurrency", "rpm", "tpm",
-                "gates", "skip_gates", "length_gate", "caption_tokens", "step_tokens", "answer_tokens", "temperature")
-        return {**{k: getattr(self, k) for k in keep}, **self.access.recorded()}
 
 
 # -- running the stage -----------------------------------------------------------------------------
@@ -342,6 +299,6 @@ def distribution(values: list[int]) -> str:
 
 
 __all__ = [  # the stage's entry points, and the pieces of the figure tests and other stages reach for by this name
-    "CotBuilder", "CotOptions", "VideoFacts", "answer_values", "assemble_answer", "assemble_think", "clean_caption", "clean_step",
+    "DEFAULT_MAX_PIXELS", "DEFAULT_POLICY", "CotBuilder", "CotOptions", "VideoFacts", "answer_values", "assemble_answer", "assemble_think", "clean_caption", "clean_step",
     "cot_records", "cot_shape", "local_captions", "parse_caption_list", "refusal_reason", "repair_targets", "run_cot",
 ]

@@ -23,6 +23,7 @@ from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.pipelines.cot_assembly import Exchange, answer_values, make_candidate, parsed_answer, repair_targets
 from vau_annotate.pipelines.cot_captions import caption_video
 from vau_annotate.pipelines.cot_facts import ItemFailure, VideoFacts, video_facts
+from vau_annotate.pipelines.cot_options import CotOptions
 from vau_annotate.pipelines.cot_steps import ANSWER, ANSWER_PROMPTS, CHAINS, clean_step, repair_request, step_request
 from vau_annotate.pipelines.replies import Truncated, is_truncated, refusal_reason, whole_reply
 from vau_annotate.pipelines.runner import Accepted, Outcome, Rejected
@@ -53,7 +54,7 @@ class Tally:
 class CotBuilder:
     """Turns one video into a CotRecord or a reject, through the captioner and reasoner engines."""
 
-    def __init__(self, run: RunDir, options, captioner: Engine, reasoner: Engine, gates: Sequence[Gate[CotCandidate]], taxonomy: Taxonomy) -> None:  # noqa: ANN001 - CotOptions (cot.py imports this module)
+    def __init__(self, run: RunDir, options: CotOptions, captioner: Engine, reasoner: Engine, gates: Sequence[Gate[CotCandidate]], taxonomy: Taxonomy) -> None:
         self.run = run
         self.options = options
         self.captioner = captioner
