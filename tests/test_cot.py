@@ -222,6 +222,31 @@ def test_assembled_strings_are_vad_reasoning_format():
     assert n.answer == f"<answer><which>Normal</which><what>{NORMAL_WHAT}</what><why>{NORMAL_WHY}</why></answer>"
 
 
+def test_facts_by_source_and_what_shallow_cognition_is_told():
+    """VAU-Bench Description, else the Reasoning fields, else (UCF-Crime) nothing — and the prompt says so."""
+    from vau_annotate.pipelines.cot_facts import video_facts
+    from vau_annotate.pipelines.cot_steps import CHAINS, step_request
+    from vau_annotate.schemas import Span, VideoRecord
+
+    def vid(**kw) -> VideoRecord:
+        return VideoRecord(id="v", path="v.mp4", source=kw.pop("source", "vau-bench"), label="abnormal", category="Fighting",
+                           spans=[Span(start=1.0, end=3.0)], span_known=True, duration=4.0, **kw)
+
+    taxonomy = default_taxonomy()
+    given = video_facts(vid(description="Two people fight.", key_object="van", reasoning={"Location": "a parking lot"}), taxonomy)
+    assert (given.description, given.description_source, given.location, given.key_object) == ("Two people fight.", "description", "a parking lot", "van")
+    reasoned = video_facts(vid(reasoning={"Detailed Explanation": "Blows are exchanged.", "Conclusion": "A fight.", "Location": "a lot"}), taxonomy)
+    assert reasoned.description == "Detailed Explanation: Blows are exchanged. Conclusion: A fight." and reasoned.description_source == "reasoning"
+    ucf = video_facts(vid(source="ucf-crime"), taxonomy)
+    assert ucf.description_source == "none" and ucf.location is None and ucf.when_source == "annotation"
+    caps = [Caption(frame_index=i, timestamp=t, text=f"caption {t}") for i, t in enumerate((0.5, 2.0, 3.5))]
+    shallow = step_request(ucf, caps, CHAINS["abnormal"], ["one", "two"], "cot_shallow", 512, 0.0).messages[0].parts[0].text
+    assert "the annotations give no description of the event" in shallow and "category: Fighting" in shallow
+    assert "caption 2.0" in shallow and "caption 0.5" not in shallow and "caption 3.5" not in shallow
+    answer = step_request(ucf, caps, CHAINS["abnormal"], ["a", "b", "c", "d"], "cot_answer", 512, 0.0).messages[0].parts[0].text
+    assert "as the steps describe it" in answer and "location:" not in answer
+
+
 def test_refusal_reasons_name_the_flags_that_retry_them_and_schema():
     assert refusal_reason(BackendError("no", ErrorClass.PERMANENT, code="data_inspection_failed")) == \
         "model refused: moderation (re-run with --retry-rejected --retry-failed to ask again)"
