@@ -37,7 +37,7 @@ from vau_annotate.pipelines.serve import ServeOptions, answers, model_len, serve
 from vau_annotate.pipelines.status import collect_status
 from vau_annotate.prompts import load_prompt
 from vau_annotate.schemas import MCQ, SCHEMAS, Span, VideoRecord
-from vau_annotate.schemas.reflection import Attempt, ReflectionProvenance, ReflectionRecord, transition_of
+from vau_annotate.schemas.reflection import Attempt, ReflectionProvenance, ReflectionRecord, render_reflect_prompt, transition_of
 
 OPTIONS = ["A person walks a dog", "A car hits a pole", "People dance", "It rains"]
 
@@ -155,8 +155,10 @@ def test_copy_failure_ignores_case_and_spacing():
     assert copy_failure("At 3 s a car swerves and hits the pole at 6 s.", "A car hits the pole.") is None
 
 
-REFLECTION = "The reasoning named the dancing crowd, but the frames show no crowd; the car leaving its lane at 3 s and striking the pole is the evidence that matters."
-GOOD_THINK = "At 3 s a car drifts out of its lane. At 5 s it strikes the pole and stops at 8 s."
+REFLECTION = ("My reasoning named a dancing crowd that no frame shows; I relied on one impression and missed the car "
+              "leaving its lane at 3 s and what it strikes afterwards.")
+PLAIN_THINK = "At 3 s a car drifts out of its lane. At 5 s it strikes the pole and stops at 8 s."
+GOOD_THINK = "Oh, I see, the car leaving its lane at 3 s is the cue I missed. " + PLAIN_THINK
 
 
 def reply(reflection: str = REFLECTION, think: str = GOOD_THINK, answer: str = "B") -> str:
@@ -174,13 +176,20 @@ def candidate(text: str, item: ReflectItem | None = None, initial_think: str = "
     [
         (reply(), []),
         (reply(answer="C"), ["revised-answer"]),
-        (reply(reflection="Wrong."), ["reflection"]),
-        (reply(reflection=" "), ["format", "reflection"]),
-        ("<think>" + GOOD_THINK + "</think><answer>B</answer>", ["format", "reflection"]),
+        (reply(reflection="Wrong."), ["reflection", "refers-back"]),  # a bare verdict raises nothing to take up
+        (reply(reflection=" "), ["format", "reflection", "refers-back"]),
+        ("<think>" + GOOD_THINK + "</think><answer>B</answer>", ["format", "reflection", "refers-back"]),
         (reply() + " trailing text", ["format"]),
-        (reply(think="People dance in the street."), ["revision"]),
-        (reply(think="At 8 s the car stops. At 3 s it drifts."), ["chronology"]),
-        (reply(think="At 3 s he drives off the road and hits the pole."), ["neutrality"]),
+        (reply(think="People dance in the street."), ["revision", "refers-back"]),
+        (reply(think=PLAIN_THINK), ["refers-back"]),  # right answer, but the reflection changed nothing visible
+        (reply(think="Wait, let me confirm what happens in the street. People keep dancing there."), ["refers-back"]),  # takes up nothing it raised
+        (reply(reflection="The ground truth says B; my reasoning missed the car at 3 s and what it strikes."), ["no-leak"]),
+        (reply(reflection=REFLECTION + " So the answer is B."), ["no-leak"]),
+        (reply(reflection=REFLECTION + " Option (C) ignores that."), []),  # naming a wrong option is pointing at a problem
+        (reply(think=GOOD_THINK + " The correct answer is therefore B."), ["no-leak"]),
+        (reply(think="Wait, let me confirm the car at 3 s. At 8 s the car stops. At 3 s it drifts."), ["chronology"]),
+        (reply(think="Oh, I see, at 3 s he drives off the road and hits the pole."), ["neutrality"]),
+        (reply().replace("reflection>", "reflect>"), []),  # the reward section's spelling parses too
     ],
 )
 def test_reflect_gates(text, failed):
@@ -193,13 +202,15 @@ def test_revised_grounding_needs_the_higher_iou():
     assert run_gates(candidate(reply(answer="[3.0, 8.5]"), item), reflect_gates().select()).passed
     report = run_gates(candidate(reply(answer="[3.5, 10.0]"), item), reflect_gates().select())
     assert report.failed_names == ["revised-answer"] and "IoU 0.64 < 0.70" in report.detail()["revised-answer"]
+    stated = run_gates(candidate(reply(reflection=REFLECTION + " Re-check [3.0, 8.0].", answer="[3.0, 8.5]"), item), reflect_gates().select())
+    assert stated.failed_names == ["no-leak"] and "states the answer span [3.0, 8.0]" in stated.detail()["no-leak"]
 
 
 def test_gates_can_be_skipped_and_configured():
     registry = reflect_gates(ReflectGateConfig(reflection_words=(1, 3)))
-    assert registry.names == ["format", "reflection", "revised-answer", "revision", "chronology", "neutrality"]
-    assert run_gates(candidate(reply(reflection="Too vague.")), registry.select()).passed
-    report = run_gates(candidate(reply(reflection="Too vague.", think="At 3 s he falls.")), registry.select(skip=["neutrality"]))
+    assert registry.names == ["format", "reflection", "revised-answer", "revision", "refers-back", "no-leak", "chronology", "neutrality"]
+    assert run_gates(candidate(reply(reflection="Car at 3s.")), registry.select()).passed  # 3 words, a time the revision takes up
+    report = run_gates(candidate(reply(reflection="Too vague.", think="At 3 s he falls.")), registry.select(skip=["neutrality", "refers-back"]))
     assert report.passed
 
 
@@ -215,19 +226,26 @@ def record() -> ReflectionRecord:
     )
 
 
-def test_record_renderings():
+def test_record_renderings_use_the_self_reflection_sft_prompt():
     rec = record()
     assert SCHEMAS["reflection"] is ReflectionRecord
     assert rec.transition == "W→C"
     two = rec.two_round()
-    assert two["prompt"] == "PROMPT"
+    assert set(two) == {"system", "prompt", "completion"}
+    assert two["system"] == load_prompt("reflect_sft_system").render() and "reflecting on your own reasoning" in two["system"]
+    assert two["prompt"] != "PROMPT" and "Question: What happens?" in two["prompt"] and "B. A car hits a pole" in two["prompt"]
+    assert "<reflection>" in two["prompt"] and "Answer in two rounds" in two["prompt"] and "frames sampled at 1 frame(s)" in two["prompt"]
+    assert "only the letter of the correct option" in two["prompt"]
     assert two["completion"] == (
         f"<think>People dance.</think><answer>C</answer><reflection>{REFLECTION}</reflection>"
         f"<think>{GOOD_THINK}</think><answer>B</answer>"
     )
     cond = rec.conditioned()
+    assert cond["system"] == two["system"]
     assert cond["prompt"] == f"PROMPT\n\n<think>People dance.</think><answer>C</answer><reflection>{REFLECTION}</reflection>"
     assert cond["completion"] == f"<think>{GOOD_THINK}</think><answer>B</answer>"
+    rft = render_reflect_prompt("reflect_rft", "tag", "Does something abnormal happen?", duration=12.0, fps=2.0)
+    assert "It lasts 12.0 seconds" in rft and "<reflection></reflection>" in rft and "[start, end]" in rft and "Options" not in rft
 
 
 def test_untagged_initial_becomes_the_think_of_round_one():
@@ -248,6 +266,9 @@ def test_prompts_render_and_keep_reflection_out_of_the_base_prompt():
         assert "reflect" not in base.lower() and "<think>" in base and "<answer>" in base
         teacher = load_prompt(f"reflect_teacher_{task}").render(**values, initial="<think>t</think><answer>A</answer>", ground_truth="B", verdict="wrong", letter="B")
         assert "<reflection>" in teacher and "Annotation guidelines" in teacher
+        for aspect in ("missing key evidence", "temporal misalignment", "causal breaks", "consistency with the whole video"):
+            assert aspect in teacher, aspect  # SRVAU-R1's four reflection aspects
+        assert "Oh, I see" in teacher and "Wait, let me confirm" in teacher and "Do not state the final answer" in teacher
     assert "- chronology: x" in load_prompt("reflect_repair").render(failures="- chronology: x", ground_truth="B")
 
 
@@ -273,9 +294,13 @@ BASE_REPLIES = {
     "lasts 4.0": "<think>The car hits the pole.</think><answer>[1.0, 3.0]</answer>",  # abnormal v1: right
     "lasts 3.0": "<think>A quiet street.</think><answer>[0.5, 2.0]</answer>",  # normal v2: a span is wrong
 }
-CRITIQUE = ("The reasoning leans on an impression instead of the frames; the car drifting out of its lane "
-            "at 1 s and reaching the pole at 2 s is the visible evidence that decides the answer.")
-REVISED_THINK = "At 1 s the car drifts out of its lane. At 2 s it strikes the pole, and by 3 s it has stopped."
+CRITIQUE = ("My reasoning leans on an impression instead of the frames; I missed the car drifting out of its lane "
+            "at 1 s and reaching the pole at 2 s, and did not check that against the whole video.")
+REVISED_THINK = ("Oh, I see, the car drifting out of its lane at 1 s is what I missed. At 1 s the car drifts out of its lane. "
+                 "At 2 s it strikes the pole, and by 3 s it has stopped.")
+# What the teacher peer "sees" in the clips (its perception, not the ground truth in its prompt):
+SCENE = "a car drifts out of its lane and hits a pole"
+SCENE_SPANS = {"4.0": "[1.0, 3.0]", "3.0": "normal"}  # grounding answer per video length, as the peer perceives it
 
 
 def request_text(received: Received) -> str:
@@ -286,29 +311,38 @@ def teacher_reply(answer: str, think: str = REVISED_THINK) -> str:
     return f"<reflection>{CRITIQUE}</reflection><think>{think}</think><answer>{answer}</answer>"
 
 
-def truth_in(text: str) -> str:
-    """The ground truth the teacher prompt states: a letter ('B. text') or a span or 'normal'."""
-    stated = re.search(r"The correct answer is (.+?)\. The model's answer", text, re.S)
-    assert stated, "the teacher prompt states the ground truth"
-    value = stated.group(1)
-    return value if value.startswith("[") or value == "normal" else value[0]
+def states_truth(text: str) -> bool:
+    """The teacher prompt states the ground truth (SRVAU-R1's teacher knows it; the peer does not use it)."""
+    return re.search(r"The correct answer is .+?\. The model's answer", text, re.S) is not None
+
+
+def perceive(text: str) -> str:
+    """The teacher peer's answer from what it is given: the option that best matches what it sees, or
+    the span it sees in a video of the stated length."""
+    lasts = re.search(r"It lasts ([\d.]+) seconds", text)
+    if lasts:
+        return SCENE_SPANS[lasts.group(1)]
+    options = dict(re.findall(r"^([A-D])\. (.+)$", text, re.M))
+    seen = set(SCENE.split())
+    return max(options, key=lambda letter: len(seen & set(options[letter].lower().split())))
 
 
 def scripted(received: Received) -> Reply:
-    """Base replies by question key; the teacher answers the truth, except where a key says otherwise."""
+    """Base replies by question key; the teacher answers from its perception, misreads where a key says so."""
     body = received.body
     text = request_text(received)
     key = next((k for k in (*KEYS, "plain", "lasts 4.0", "lasts 3.0") if f"[{k}]" in text or (k.startswith("lasts") and k in text)), None)
     if body["model"] == BASE:
         return Reply(BASE_REPLIES[key])
+    assert states_truth(text)
     repair = len(body["messages"]) > 1
     if key == "ww":
-        return Reply(teacher_reply("C"))
+        return Reply(teacher_reply("C"))  # the teacher misreads the video: the revised-answer gate must catch it
     if key == "cw":
         return Reply(teacher_reply("A"))
     if key == "repair" and not repair:
-        return Reply(teacher_reply("B", think="At 3 s the car stops. At 1 s it drifts out of its lane."))
-    return Reply(teacher_reply(truth_in(text)))
+        return Reply(teacher_reply("B", think="Oh, I see, the car is the cue at 1 s. At 3 s the car stops. At 1 s it drifts out of its lane."))
+    return Reply(teacher_reply(perceive(text)))
 
 
 def make_run(root: Path, videos: list[VideoRecord]) -> Path:
@@ -411,7 +445,7 @@ def test_unsampleable_video_and_refused_call_are_item_rejects(tmp_path):
     assert summary.counts["rejected"] == 2 and summary.exit_code == 3
     reasons = {r.item: r.reason for r in RunDir(run).load_rejects() if r.stage == "reflect"}
     assert reasons["broken#qa0"].startswith("no frames: video broken")
-    assert reasons["refused#qa0"].startswith("base call failed: ")
+    assert reasons["refused#qa0"].startswith("base call failed: model refused: moderation (re-run with --retry-rejected --retry-failed")
     stats = collect_status(run)["reflection"]
     assert stats["rejected otherwise"] == {"no frames": 1, "base call failed": 1} and stats["initial accuracy"] == "-"
 
@@ -423,7 +457,7 @@ def test_fatal_teacher_error_stops_the_run_and_a_rerun_reuses_the_base_answer(tm
     def answer(received: Received) -> Reply | Fault:
         if received.body["model"] == BASE:
             return Reply(BASE_REPLIES["plain"])
-        return Fault.of("invalid_key") if fatal["on"] else Reply(teacher_reply(truth_in(request_text(received))))
+        return Fault.of("invalid_key") if fatal["on"] else Reply(teacher_reply(perceive(request_text(received))))
 
     with OpenAIPeer(Script(default=answer)) as peer:
         with pytest.raises(RunStopped, match="auth"):
@@ -434,6 +468,33 @@ def test_fatal_teacher_error_stops_the_run_and_a_rerun_reuses_the_base_answer(tm
         models = [r.body["model"] for r in peer.script.received]
     assert summary.counts["accepted"] == 1
     assert models == [BASE, TEACHER, TEACHER], "the base answer came from the ledger the second time"
+
+def test_cut_replies_teacher_asked_again_base_flagged(tmp_path):
+    """A teacher reply cut at its token limit is asked again with twice the budget (a second cut rejects the
+    item as truncated); a cut base reply is the base's real attempt: kept, judged, and flagged."""
+    questions = ["[cut-once] What happens?", "[cut-always] What happens?"]
+    run = make_run(tmp_path, [video("v1", spans=[(0.5, 1.5)], duration=2.0, questions=questions)])
+    cut = teacher_reply("B")[:70]
+
+    def answer(received: Received) -> Reply:
+        text, budget = request_text(received), received.body["max_tokens"]
+        if received.body["model"] == BASE:
+            return Reply("<think>People gather and", finish_reason="length")
+        if "[cut-always]" in text or ("[cut-once]" in text and budget < 2048):
+            return Reply(cut, finish_reason="length")
+        return Reply(teacher_reply(perceive(text)))
+
+    with OpenAIPeer(Script(default=answer)) as peer:
+        summary = run_reflect(run, options_for(peer, task="qa"))
+        budgets = [r.body["max_tokens"] for r in peer.script.received if r.body["model"] == TEACHER and "[cut-once]" in request_text(r)]
+    assert summary.counts["accepted"] == 1 and summary.counts["rejected"] == 1
+    assert budgets == [1024, 2048]
+    (record,) = StageStore(RunDir(run), "reflect").accepted(ReflectionRecord)
+    assert record.id == "v1#qa0" and record.reflection == CRITIQUE and record.provenance.usage["teacher"].calls == 2
+    assert record.initial.truncated and record.initial.text == "<think>People gather and" and not record.initial.correct
+    (reject,) = [r for r in RunDir(run).load_rejects() if r.stage == "reflect"]
+    assert reject.item == "v1#qa1" and reject.reason.startswith("truncated: the teacher reply stopped at its token limit twice (1024, then 2048")
+
 
 # -- resume after kill -9 ------------------------------------------------------------------------------
 
@@ -457,7 +518,7 @@ class HangOnce:
         if hang:
             self.arrived.set()
             self.release.wait(30)
-        return Reply(teacher_reply(truth_in(request_text(received))))
+        return Reply(teacher_reply(perceive(request_text(received))))
 
 
 def reflect_cli(run: Path, peer: OpenAIPeer) -> subprocess.Popen[bytes]:
@@ -500,15 +561,15 @@ def test_resume_after_kill_repeats_no_call_and_writes_each_record_once(tmp_path)
 
 # -- the tiny model as the base, through hf: ------------------------------------------------------------
 
-def teacher_answers_truth(received: Received) -> Reply:
+def teacher_perceives(received: Received) -> Reply:
     assert received.body["model"] == TEACHER, "the base runs in process, only the teacher is remote"
-    return Reply(teacher_reply(truth_in(request_text(received))))
+    return Reply(teacher_reply(perceive(request_text(received))))
 
 
 def test_tiny_hf_base_replies_are_kept_and_judged(tmp_path, tiny_model_dir):
     v1 = video("v1", spans=[(1.0, 3.0)], duration=4.0, questions=[f"[q{i}] What happens in the video?" for i in range(2)])
     run = make_run(tmp_path, [v1])
-    with OpenAIPeer(Script(default=teacher_answers_truth)) as peer:
+    with OpenAIPeer(Script(default=teacher_perceives)) as peer:
         summary = run_reflect(run, ReflectOptions(
             base=f"hf:{tiny_model_dir}", teacher=f"openai:{TEACHER}@{peer.base_url}", max_pixels=28 * 28 * 4,
             base_max_tokens=24, concurrency=3, workers=1, show_progress=False,
@@ -517,12 +578,11 @@ def test_tiny_hf_base_replies_are_kept_and_judged(tmp_path, tiny_model_dir):
     assert summary.counts["accepted"] == 3, summary
     records = StageStore(RunDir(run), "reflect").accepted(ReflectionRecord)
     assert sorted(r.id for r in records) == ["v1#qa0", "v1#qa1", "v1#tag"]
-    for rec in records:
-        assert rec.initial.text.strip(), "the base's raw text is kept"
-        assert rec.provenance.usage["base"].output_tokens > 0 and rec.provenance.base_model.startswith("hf:")
-        if rec.initial.prediction is None:
-            assert not rec.initial.correct and rec.transition == "W→C"
-    assert any(rec.initial.prediction is None for rec in records), "gibberish does not parse"
+    assert all(rec.initial.text.strip() for rec in records), "the base's raw text is kept"
+    assert all(rec.provenance.usage["base"].output_tokens > 0 and rec.provenance.base_model.startswith("hf:") for rec in records)
+    unparsed = [rec for rec in records if rec.initial.prediction is None]
+    assert unparsed, "gibberish does not parse"
+    assert all(not rec.initial.correct and rec.transition == "W→C" for rec in unparsed)
 
 
 # -- serve-base, with a stand-in `vllm` executable (the real one: tests/vllm, `make test-vllm`) ------------

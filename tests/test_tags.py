@@ -55,3 +55,13 @@ def test_extract_letter_by_option_text():
     options = ["a dog barks", "a car crashes into a pole", "people dance", "it rains"]
     assert tags.extract_letter("<answer>a car crashes into a pole</answer>", options) == "B"
     assert tags.extract_letter("<answer>something else</answer>", options) is None
+
+
+def test_reflect_is_read_as_reflection():
+    """SRVAU-R1's reward section spells the tag <reflect>; its prompts and data <reflection>: both parse."""
+    short = "<think>a</think><answer>B</answer><reflect>check 3 s</reflect><think>b</think><answer>C</answer>"
+    assert tags.extract_tag(short, "reflection") == "check 3 s" and tags.extract_tag(short, "reflect") == "check 3 s"
+    assert tags.tag_sequence(short) == ["think", "answer", "reflection", "think", "answer"]
+    assert tags.extract_all("<reflection>x</reflection><reflect>y</reflect>", "reflection") == ["x", "y"]
+    assert tags.extract_tag("<reflect>x</reflection>", "reflection") is None  # a spelling must close itself
+    assert tags.strip_outside(short, ("think", "answer", "reflection")) == ""

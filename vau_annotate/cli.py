@@ -163,7 +163,7 @@ def build_cot(
     tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
     gates: Optional[str] = typer.Option(None, "--gates", help="Gates to run, comma-separated (default all): structure, category, when, sentences, length, neutrality, repetition."),
     skip_gate: list[str] = typer.Option([], "--skip-gate", help="A gate not to run (repeatable)."),
-    length_gate: str = typer.Option("warn", "--length-gate", help="warn | reject: whether the Vad-R1 think length band only warns or rejects."),
+    length_gate: str = typer.Option("reject", "--length-gate", help="reject | warn: whether a think outside Vad-R1's length band is rejected (default) or only warned about."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimated calls, tokens and cost; call nothing."),
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected videos again (e.g. after changing a gate)."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key (default: the provider's usual one)."),

@@ -19,7 +19,7 @@ if os.environ.get("VAU_VLLM_TEST") != "1":
     pytest.skip("vLLM tests run with `make test-vllm` (VAU_VLLM_TEST=1)", allow_module_level=True)
 
 from peers import OpenAIPeer, Script  # noqa: E402
-from test_reflect import TEACHER, free_port, make_run, read_line, running, teacher_answers_truth, video  # noqa: E402
+from test_reflect import TEACHER, free_port, make_run, read_line, running, teacher_perceives, video  # noqa: E402
 
 from vau_annotate.annotate.rundir import RunDir  # noqa: E402
 from vau_annotate.pipelines.reflect import ReflectOptions, run_reflect  # noqa: E402
@@ -67,7 +67,7 @@ def test_serve_base_serves_the_tiny_model_for_reflect_and_stops_on_ctrl_c(tiny_m
 
         v1 = video("v1", spans=[(1.0, 3.0)], duration=4.0, questions=[f"[q{i}] What happens in the video?" for i in range(2)])
         run = make_run(tmp_path, [v1])
-        with OpenAIPeer(Script(default=teacher_answers_truth)) as teacher:
+        with OpenAIPeer(Script(default=teacher_perceives)) as teacher:
             summary = run_reflect(run, ReflectOptions(
                 base=spec, teacher=f"openai:{TEACHER}@{teacher.base_url}", max_pixels=MAX_PIXELS, max_frames=8,
                 base_max_tokens=16, concurrency=2, show_progress=False, base_options={"timeout": 300},

@@ -3,6 +3,10 @@
 `<think>/<answer>/<reflection>` (SRVAU-R1, VAU-R1), `<step1>…<step4>` and
 `<which>/<what>/<when>/<where>/<why>/<how>` (Vad-R1), time spans `[s, e]`, and the multiple-choice
 letter with the fallbacks VAU-Bench's evaluation uses when a model ignores the format.
+
+SRVAU-R1 writes `<reflection>` in its prompts and data but `<reflect>` in its reward section; the
+parser reads both spellings as one tag (`TAG_ALIASES`), so rewards and evaluators accept either,
+while everything this tool writes uses `<reflection>`.
 """
 
 from __future__ import annotations
@@ -12,19 +16,31 @@ import re
 _SPAN = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*(?:s|sec|seconds)?\s*[,\-–~]\s*(-?\d+(?:\.\d+)?)\s*(?:s|sec|seconds)?\s*\]", re.I)
 
 
+# canonical tag → every spelling the parser accepts for it
+TAG_ALIASES: dict[str, tuple[str, ...]] = {"reflection": ("reflection", "reflect")}
+_CANONICAL = {alias: tag for tag, aliases in TAG_ALIASES.items() for alias in aliases}
+
+
+def canonical_tag(name: str) -> str:
+    """The canonical name of a tag spelling ('reflect' → 'reflection')."""
+    return _CANONICAL.get(name.lower(), name.lower())
+
+
 def tag_pattern(tag: str) -> re.Pattern[str]:
-    return re.compile(rf"<{tag}>(.*?)</{tag}>", re.S | re.I)
+    """`<tag>…</tag>` (any accepted spelling, opening and closing alike); the content is group 2."""
+    names = "|".join(re.escape(n) for n in TAG_ALIASES.get(canonical_tag(tag), (tag,)))
+    return re.compile(rf"<({names})>(.*?)</\1>", re.S | re.I)
 
 
 def extract_tag(text: str, tag: str) -> str | None:
     """Content of the first `<tag>…</tag>`, stripped; None when absent."""
     match = tag_pattern(tag).search(text or "")
-    return match.group(1).strip() if match else None
+    return match.group(2).strip() if match else None
 
 
 def extract_all(text: str, tag: str) -> list[str]:
     """Contents of every `<tag>…</tag>` in order (e.g. both answers of a two-round reflection)."""
-    return [m.strip() for m in tag_pattern(tag).findall(text or "")]
+    return [m.group(2).strip() for m in tag_pattern(tag).finditer(text or "")]
 
 
 def tag_sequence(text: str) -> list[str]:
@@ -32,7 +48,7 @@ def tag_sequence(text: str) -> list[str]:
     sequence: list[str] = []
     depth_tag: str | None = None
     for match in re.finditer(r"<(/?)([a-zA-Z][\w]*)>", text or ""):
-        closing, name = match.group(1) == "/", match.group(2).lower()
+        closing, name = match.group(1) == "/", canonical_tag(match.group(2))
         if depth_tag is None and not closing:
             depth_tag = name
             sequence.append(name)
@@ -44,7 +60,7 @@ def tag_sequence(text: str) -> list[str]:
 def unbalanced_tags(text: str, tags: tuple[str, ...]) -> list[str]:
     """Tags whose opening and closing counts differ (malformed output)."""
     low = (text or "").lower()
-    return [t for t in tags if low.count(f"<{t}>") != low.count(f"</{t}>")]
+    return [t for t in tags if low.count(f"<{t}>") != low.count(f"</{t}>")]  # each spelling must close itself
 
 
 def strip_outside(text: str, tags: tuple[str, ...]) -> str:

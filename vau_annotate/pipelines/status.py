@@ -35,6 +35,11 @@ def collect_status(run: Path) -> dict[str, Any]:
     reflection = reflection_stats(rd)
     if reflection is not None:
         report["reflection"] = reflection
+    from vau_annotate.pipelines.cot import cot_shape
+
+    shape = cot_shape(rd)
+    if shape:
+        report["cot shape"] = shape
     return report
 
 
@@ -80,6 +85,11 @@ def render_status(report: dict[str, Any], console: Console) -> None:
     if report.get("reflection"):
         table = Table(title="reflection (reflect stage)", show_header=False)
         for key, value in report["reflection"].items():
+            table.add_row(key, _fmt(value))
+        console.print(table)
+    for label, shape in report.get("cot shape", {}).items():
+        table = Table(title=f"accepted {label} chains (build-cot) vs Vad-Reasoning", show_header=False)
+        for key, value in shape.items():
             table.add_row(key, _fmt(value))
         console.print(table)
     usage = report.get("usage") or []

@@ -7,7 +7,8 @@ parsed answer fields) next to the two strings a trainer consumes, in Vad-Reasoni
     answer = <answer><which>…</which><what>…</what><when>[s, e]</when><where>…</where><why>…</why><how>…</how></answer>
 
 Normal videos have two steps (perception, cognition) and only `<which>`, `<what>`, `<why>`.
-`<when>` is normalised to the video length with 3 decimals. Provenance says which models and
+`<when>` is normalised to the video length with 3 decimals; `when_source` says whether it is the
+annotated span or, when none is known, the reasoner's estimate. Provenance says which models and
 prompt versions made the record, what it cost, and which gates needed a repair.
 """
 
@@ -73,6 +74,9 @@ class CotProvenance(BaseModel):
     cost: float = 0.0
     repaired_gates: list[str] = Field(default_factory=list, description="Gates that failed first and passed after the repair.")
     repaired_parts: list[str] = Field(default_factory=list, description="Steps / 'answer' that were re-asked.")
+    budget_repairs: list[str] = Field(default_factory=list, description="Parts whose reply stopped at its token limit and were asked again with a larger budget.")
+    refused_frames: list[int] = Field(default_factory=list, description="Frame indices the captioner refused to describe (left out of the captions).")
+    description_source: str = Field(default="none", description="Where the event description shown to the reasoner came from: description | reasoning | answer | none.")
     warnings: dict[str, str] = Field(default_factory=dict, description="Warn-level gates that did not pass: gate → message.")
     created: str = ""
 
@@ -85,6 +89,9 @@ class CotRecord(BaseModel):
     category: str = Field(description="Canonical ground-truth class ('Normal' for normal videos).")
     duration: float | None = Field(default=None, description="Video length in seconds.")
     span: tuple[float, float] | None = Field(default=None, description="Ground-truth abnormal span, normalised to [0, 1]; None when unknown or normal.")
+    when_source: Literal["annotation", "model"] | None = Field(
+        default=None, description="Where the answer's <when> comes from: the annotated span, or the reasoner's own estimate "
+                                  "(abnormal video with no known span; leave such records out of grounding data). None for normal videos.")
     captions: list[Caption]
     steps: list[str] = Field(description="Step texts in order: 4 for abnormal videos, 2 for normal ones.")
     fields: CotAnswer

@@ -4,13 +4,25 @@ The base model answers a question about a video (`initial`); a teacher who knows
 critiques that answer (`reflection`) and writes a revised reasoning and answer (`revised`). The
 record keeps both attempts verbatim plus how each was judged, so the two SFT renderings (the full
 two-round completion and SRVAU-R1's conditioned form, Eq. 1) are derived, never stored twice.
+
+The two-round rendering pairs the five-part target with SRVAU-R1's Self-Reflection SFT prompt
+(`prompts/reflect_sft_system.txt` + `reflect_sft_user.txt`), not with the single-round prompt the
+base model saw; `render_reflect_prompt` renders those and the RFT prompt (`reflect_rft`) for any
+question, so export builds its GRPO prompts with the same words.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import string
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, Field
+
+from vau_annotate.prompts import load_fragment, load_prompt
+
+SFT_SYSTEM_PROMPT = "reflect_sft_system"
+SFT_USER_PROMPT = "reflect_sft_user"
+RFT_PROMPT = "reflect_rft"
 
 Task = Literal["qa", "tag"]
 Transition = Literal["C→C", "W→C", "W→W", "C→W"]
@@ -19,6 +31,31 @@ Transition = Literal["C→C", "W→C", "W→W", "C→W"]
 def transition_of(initial_correct: bool, revised_correct: bool) -> Transition:
     """SRVAU-R1's effectiveness classes: C = correct, W = wrong, before → after reflection."""
     return f"{'C' if initial_correct else 'W'}→{'C' if revised_correct else 'W'}"  # type: ignore[return-value]
+
+
+def reflect_prompt_values(task: str, question: str, options: Sequence[str] = (), fps: float | None = None,
+                          duration: float | None = None) -> dict[str, str]:
+    """The placeholders of the SFT user and RFT prompts for one question (QA: with its four options)."""
+    note = string.Template(load_fragment("reflect_video")).substitute(fps=f"{fps:g}" if fps else "1")
+    if task == "tag" and duration:
+        note += f" It lasts {duration:.1f} seconds."
+    block = "Options:\n" + "\n".join(f"{letter}. {text}" for letter, text in zip("ABCD", options)) + "\n" if options else ""
+    return {"video_note": note, "question": question, "options_block": block, "answer_format": load_fragment(f"reflect_answer_{task}")}
+
+
+def render_reflect_prompt(name: str, task: str, question: str, options: Sequence[str] = (), fps: float | None = None,
+                          duration: float | None = None) -> str:
+    """`reflect_sft_user` or `reflect_rft` rendered for one question."""
+    return load_prompt(name).render(**reflect_prompt_values(task, question, options, fps, duration))
+
+
+def sampling_fps(policy: str) -> float | None:
+    """The fps of an 'fps:F' sampling policy; None for other policies."""
+    kind, _, value = policy.partition(":")
+    try:
+        return float(value) if kind == "fps" else None
+    except ValueError:
+        return None
 
 
 def tagged(think: str, answer: str) -> str:
@@ -35,6 +72,7 @@ class Attempt(BaseModel):
     prediction: str | None = Field(default=None, description="Normalised answer: letter A-D, '[s, e]' or 'normal'; None when nothing parses.")
     correct: bool = Field(description="Whether `prediction` matches the ground truth (unparsed = wrong).")
     iou: float | None = Field(default=None, description="Temporal IoU with the ground-truth span (grounding task only).")
+    truncated: bool = Field(default=False, description="The reply stopped at its token limit (kept for the base's initial attempt only, as the base really answered).")
 
     def round(self) -> str:
         """This attempt as `<think>…</think><answer>…</answer>`.
@@ -82,6 +120,7 @@ class ReflectionRecord(BaseModel):
     task: Task
     label: str = Field(description="Video label: normal | abnormal.")
     category: str | None = None
+    duration: float | None = Field(default=None, description="Video length in seconds (the grounding prompts state it).")
     question: str
     options: list[str] = Field(default_factory=list, description="The four options (QA); empty for grounding.")
     ground_truth: str = Field(description="Letter A-D, '[s, e]' in seconds, or 'normal'.")
@@ -92,12 +131,21 @@ class ReflectionRecord(BaseModel):
     transition: Transition
     provenance: ReflectionProvenance
 
+    def sft_prompts(self) -> tuple[str, str]:
+        """(system, user) of SRVAU-R1's Self-Reflection SFT prompt for this record's question."""
+        user = render_reflect_prompt(SFT_USER_PROMPT, self.task, self.question, self.options, sampling_fps(self.provenance.sampling), self.duration)
+        return load_prompt(SFT_SYSTEM_PROMPT).render(), user
+
     def two_round(self) -> dict[str, str]:
-        """Full SFT form: the model reasons, reflects and reasons again in one completion."""
+        """Full SFT form: under the Self-Reflection SFT prompt, the model reasons, answers, reflects,
+        reasons again and answers, in one completion of five parts."""
+        system, user = self.sft_prompts()
         completion = self.initial.round() + f"<reflection>{self.reflection}</reflection>" + self.revised.round()
-        return {"prompt": self.prompt, "completion": completion}
+        return {"system": system, "prompt": user, "completion": completion}
 
     def conditioned(self) -> dict[str, str]:
-        """SRVAU-R1 Eq. 1: given question, initial round and reflection, produce the revised round."""
+        """SRVAU-R1 Eq. 1: given the question (as the base saw it), the initial round and the
+        reflection, produce the revised round."""
+        system, _ = self.sft_prompts()
         context = f"{self.prompt}\n\n{self.initial.round()}<reflection>{self.reflection}</reflection>"
-        return {"prompt": context, "completion": self.revised.round()}
+        return {"system": system, "prompt": context, "completion": self.revised.round()}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 from vau_annotate.annotate.checks import Finding, Gate
-from vau_annotate.annotate.tags import strip_outside, tag_sequence, unbalanced_tags
+from vau_annotate.annotate.tags import extract_tag, strip_outside, tag_sequence, unbalanced_tags
 
 S = TypeVar("S")
 Texts = Callable[[S], Mapping[str, str]]
@@ -145,8 +145,7 @@ def tag_problems(text: str, expected: Sequence[str]) -> list[str]:
     if strip_outside(text, tuple(expected)):
         problems.append("has text outside the tags")
     for tag in expected:
-        match = re.search(rf"<{tag}>(.*?)</{tag}>", text or "", re.S | re.I)
-        if match and not match.group(1).strip():
+        if extract_tag(text, tag) == "":
             problems.append(f"<{tag}> is empty")
     return problems
 

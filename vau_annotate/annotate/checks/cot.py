@@ -7,11 +7,12 @@ the assembled `think`/`answer` strings. The gates, in the order they run and are
                  label once (abnormal: which what when where why how; normal: which what why);
                  `think`/`answer` are exactly the tags in order, none empty
     category     `<which>` names the ground-truth class (canonical names, case/underscore tolerant)
-    when         abnormal only: `<when>` parses as [s, e], lies in [0, 1], s < e, and overlaps the
-                 ground-truth span with IoU ≥ 0.5 when the span is known
-    sentences    every step has 2–8 sentences
+    when         abnormal only: `<when>` parses as [s, e], lies in [0, 1] (inside the video), s < e
+                 (non-degenerate), and overlaps the ground-truth span with IoU ≥ 0.5 when the span is
+                 known; with no known span it is the reasoner's estimate (`when_source: model`)
+    sentences    every step has 4–6 sentences (Vad-R1's annotation guideline)
     length       think word count inside Vad-R1's bands (normal 140–261, abnormal 233–456);
-                 a warning unless `--length-gate reject`
+                 rejects by default, a warning with `--length-gate warn`
     neutrality   no term of the neutrality lexicon in the steps or the answer
     repetition   no step repeats an earlier one
 """
@@ -36,7 +37,7 @@ from vau_annotate.annotate.tags import extract_all, extract_tag, parse_span, tem
 from vau_annotate.schemas.cot import ABNORMAL_FIELDS, answer_fields, step_names
 
 THINK_WORD_BANDS: dict[str, tuple[int, int]] = {"normal": (140, 261), "abnormal": (233, 456)}
-STEP_SENTENCES = (2, 8)
+STEP_SENTENCES = (4, 6)  # Vad-R1 section 3.2: each step is written in 4-6 sentences
 MIN_WHEN_IOU = 0.5
 REPETITION_THRESHOLD = 0.5
 ANSWER = "answer"

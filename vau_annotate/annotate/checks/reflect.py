@@ -6,6 +6,12 @@ The candidate is the teacher's reply together with what the pipeline judged abou
     reflection       the critique's length is inside its word budget (a critique, not a bare verdict)
     revised-answer   the revised answer matches the ground truth (grounding: IoU ≥ the revised threshold)
     revision         the revised reasoning is not a copy of the initial one
+    refers-back      the revised reasoning shows how the reflection changed it (SRVAU-R1's samples:
+                     "Oh, I see, …", "Wait, let me confirm — …"): it opens with such a turn and takes
+                     up what the reflection raised (a time it named, or its key words)
+    no-leak          neither the reflection nor the revised reasoning says the answer was given
+                     ("the ground truth says", "the correct answer is"), and the reflection points at
+                     problems instead of stating the answer (the right letter or span)
     chronology       the times the revised reasoning mentions never go back
     neutrality       no term of the neutrality lexicon in the reflection or the revised reasoning
 
@@ -22,7 +28,8 @@ from pathlib import Path
 
 from vau_annotate.annotate.checks import WHOLE, Finding, Gate, GateRegistry
 from vau_annotate.annotate.checks.common import Lexicon, lexicon_gate, tag_layout_gate, word_band_gate
-from vau_annotate.annotate.tags import extract_tag
+from vau_annotate.annotate.checks.common import split_sentences
+from vau_annotate.annotate.tags import extract_tag, parse_span
 from vau_annotate.schemas.reflection import Attempt
 
 STAGE = "reflect"
@@ -119,6 +126,69 @@ def answer_failure(correct: bool, prediction: str | None, truth: str, iou: float
     return f"revised answer {prediction} is not the ground truth {truth}"
 
 
+# A revision that takes up its reflection opens with a turn like SRVAU-R1's samples.
+REVISION_TURNS = re.compile(
+    r"\b(?:oh,? i see|i see now|wait|let me (?:confirm|check|re-?check|re-?examine|look again|verify|reconsider)|"
+    r"on (?:a )?(?:closer|second) look|looking (?:again|more closely)|re-?examin\w*|taking (?:a|another) (?:closer )?look|"
+    r"i (?:overlooked|missed|had missed|had overlooked)|actually|hmm)\b", re.I)
+_STOPWORDS = frozenset("""
+    about above after again against also among another answer around because been before being below between both
+    could does doing down during each even every from further have having here into itself just like more most much
+    must only other over reasoning reflection same should some still such than that their them then there these they
+    this those through under until very video were what when where which while with would your frames frame model
+    correct answer option options event events first second initial revised shows show seen""".split())
+LEAK = re.compile(
+    r"\b(?:ground[- ]truth|correct answer (?:is|was)|right answer (?:is|was)|the (?:given|provided) answer|"
+    r"(?:was|were|been|am) (?:told|given) (?:that|the)|according to the (?:label|annotation)s?|the annotations? (?:say|says|state)|"
+    r"the teacher|the (?:base )?model(?:'s)? (?:reply|answer|replied|answered))\b", re.I)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if len(w) >= 4 and not w.isdigit() and w not in _STOPWORDS}
+
+
+def refers_back_failure(think: str, reflection: str) -> str | None:
+    """Why the revised reasoning does not show the reflection's effect; None when it does.
+
+    It must open (first two sentences) with a turn back to the reflection, and take up what the
+    reflection raised: a time it mentioned, or at least two of its content words.
+    """
+    opening = " ".join(split_sentences(think)[:2])
+    if not REVISION_TURNS.search(opening):
+        return ("the revised reasoning does not show how the reflection changes it: open with a turn back to it, "
+                "e.g. \"Oh, I see, …\" or \"Wait, let me confirm — …\", then re-examine what it raised")
+    times = set(mentioned_times(reflection))
+    if times & set(mentioned_times(think)):
+        return None
+    shared = _content_words(reflection) & _content_words(think)
+    if len(shared) >= 2:
+        return None
+    return "the revised reasoning does not take up what the reflection raised (none of its times, too few of its key words); re-examine those points"
+
+
+def leak_failure(reflection: str, think: str, truth: str) -> str | None:
+    """Why the texts give the answer away; None when they reason to it.
+
+    A reflection points at problems; it must not state the right letter ('the answer is B',
+    '(B)') or the right span, and neither text may say the answer was given to it.
+    """
+    for part, text in (("reflection", reflection), ("revised reasoning", think)):
+        hit = LEAK.search(text or "")
+        if hit:
+            return f"the {part} says '{hit.group(0)}': reason from the video, never from a given answer or label"
+    if re.fullmatch(r"[A-D]", truth):
+        stated = re.search(rf"\b(?:answer|option|choice)\s*(?:is|should be|must be|:)?\s*\(?{truth}\b\)?|\({truth}\)", reflection or "")
+        if stated:
+            return f"the reflection states the answer ('{stated.group(0)}'): point at what to re-examine instead"
+    span = parse_span(truth)
+    if span is not None:
+        for match in re.finditer(r"\[[^\]]*\]", reflection or ""):
+            found = parse_span(match.group(0))
+            if found is not None and abs(found[0] - span[0]) < 0.05 and abs(found[1] - span[1]) < 0.05:
+                return f"the reflection states the answer span {match.group(0)}: point at the moments to re-examine instead"
+    return None
+
+
 @dataclass(frozen=True)
 class ReflectCandidate:
     """A teacher reply and the pipeline's judgement of it: everything the gates need."""
@@ -168,6 +238,14 @@ def reflect_gates(config: ReflectGateConfig = ReflectGateConfig()) -> GateRegist
     registry.register(Gate(
         "revision", f"the revised reasoning differs from the initial one (similarity < {config.max_similarity:.2f})",
         lambda c: _found("think", copy_failure(c.think, c.initial_think, config.max_similarity)),
+    ))
+    registry.register(Gate(
+        "refers-back", "the revised reasoning turns back to the reflection and takes up what it raised",
+        lambda c: _found("think", refers_back_failure(c.think, c.reflection)),
+    ))
+    registry.register(Gate(
+        "no-leak", "no 'the ground truth says'; the reflection points at problems without stating the answer",
+        lambda c: _found("reflection", leak_failure(c.reflection, c.think, c.truth)),
     ))
     registry.register(Gate(
         "chronology", "times mentioned in the revised reasoning never go back",
