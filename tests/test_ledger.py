@@ -112,12 +112,14 @@ def test_usage_summary_groups_by_stage_provider_model(tmp_path):
         totals = ledger.usage_totals()
     assert [(r["stage"], r["model"]) for r in rows] == [("cot", "gpt-4o"), ("reflect", "gpt-4o-mini")]
     cot = rows[0]
-    assert cot["answered"] == 2 and cot["failed"] == 1 and cot["requests"] == 4
+    # 4 requests behind the stored calls + the fatal one that stopped the run (it has no calls row)
+    assert cot["answered"] == 2 and cot["failed"] == 1 and cot["requests"] == 5
     assert cot["cache_hits"] == 7
     assert cot["input_tokens"] == 200 and cot["output_tokens"] == 40
     assert cot["cost"] == pytest.approx(0.002)
     assert cot["failures"] == {"permanent": 1}
     assert cot["errors"] == {"retryable:429": 1, "permanent:400": 1, "fatal:invalid_api_key": 1}
+    assert cot["failed_attempts"] == 3 and totals["failed_attempts"] == 3
     assert totals["answered"] == 3 and totals["cost"] == pytest.approx(0.0021) and totals["cache_hits"] == 7
 
 

@@ -186,6 +186,7 @@ def build_cot(
     from vau_annotate.annotate.engine import RunStopped
     from vau_annotate.annotate.video import PolicyError, parse_policy
     from vau_annotate.pipelines.cot import CotOptions, run_cot
+    from vau_annotate.pipelines.runner import StageInterrupted
 
     if length_gate not in ("warn", "reject"):
         raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
@@ -218,6 +219,9 @@ def build_cot(
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
+    except StageInterrupted as exc:
+        console.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(code=130) from None
     finish(summary, run)
 
 
@@ -293,6 +297,7 @@ def reflect(
     from vau_annotate.annotate.checks.reflect import ReflectGateConfig, reflect_gates
     from vau_annotate.annotate.engine import RunStopped
     from vau_annotate.pipelines.reflect import ReflectOptions, run_reflect
+    from vau_annotate.pipelines.runner import StageInterrupted
 
     if task not in REFLECT_TASKS:
         raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
@@ -320,6 +325,9 @@ def reflect(
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
+    except StageInterrupted as exc:
+        console.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(code=130) from None
     except SpecError as exc:
         raise usage_error(str(exc)) from None
     finish(summary, run)

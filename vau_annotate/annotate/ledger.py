@@ -19,6 +19,12 @@ Tables
             retried ones included, so `status` can show what went wrong across runs.
     hits    per (stage, provider, model): how many calls were answered from this ledger.
     items   per (stage, item): pending / done / rejected, for pipelines that resume.
+    rejects per (stage, item): the reason and detail of a reject. The one source of truth for
+            rejects: a reject and its item's "rejected" status are one transaction, and
+            `rejects.jsonl` is rendered from this table (see rundir.py).
+    unstored per (stage, provider, model): requests sent whose call has no row in `calls` (the
+            attempts of a call that stopped the run), so `status` counts every request.
+    meta    small facts about the ledger itself (e.g. that an older rejects.jsonl was imported).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from vau_annotate.annotate.backends.base import ImagePart, Request, TextPart, VideoPart
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rejects, unstored and meta tables (created on open; a v1 file gains them)
 ITEM_STATUSES = ("pending", "done", "rejected")
 
 _SCHEMA = """
@@ -83,7 +89,36 @@ CREATE TABLE IF NOT EXISTS items (
     updated REAL NOT NULL,
     PRIMARY KEY (stage, item)
 );
+CREATE TABLE IF NOT EXISTS rejects (
+    stage TEXT NOT NULL,
+    item TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    time TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (stage, item)
+);
+CREATE TABLE IF NOT EXISTS unstored (
+    stage TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stage, provider, model)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+
+class RejectRow(NamedTuple):
+    """One row of `rejects` (detail as JSON text; rundir.py turns it into a RejectRecord)."""
+
+    stage: str
+    item: str
+    reason: str
+    detail: str = "{}"
+    time: str = ""
 
 
 class CallRecord(NamedTuple):
@@ -268,11 +303,18 @@ class Ledger:
             conn.execute(_UPSERT_CALL, record)
             _add_errors(conn, record.stage, record.provider, record.model, errors)
 
-    def add_errors(self, stage: str, provider: str, model: str, errors: Iterable[tuple[str, str]]) -> None:
-        """Count failed attempts that belong to no stored call (e.g. the one that stopped the run)."""
+    def add_errors(self, stage: str, provider: str, model: str, errors: Sequence[tuple[str, str]], *, unstored: bool = True) -> None:
+        """Count failed attempts that belong to no stored call (e.g. the one that stopped the run);
+        with `unstored`, they are also counted as requests, since no `calls` row holds them."""
         conn = self.conn
         with _transaction(conn):
             _add_errors(conn, stage, provider, model, errors)
+            if unstored and errors:
+                conn.execute(
+                    "INSERT INTO unstored (stage, provider, model, count) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(stage, provider, model) DO UPDATE SET count = count + excluded.count",
+                    (stage, provider, model, len(errors)),
+                )
 
     def add_hits(self, counts: Mapping[tuple[str, str, str], int]) -> None:
         """Add cache-hit counts per (stage, provider, model); the engine flushes them in batches."""
@@ -328,13 +370,72 @@ class Ledger:
             out.setdefault(stage, {})[status] = n
         return out
 
+    # rejects ---------------------------------------------------------------------------
+    def add_rejects(self, rows: Iterable[RejectRow], *, replace: bool = True) -> None:
+        """Record rejects and mark their items rejected, all in one transaction.
+
+        A re-rejected item moves to the end (it is rendered in the order rejects happened);
+        `replace=False` keeps an existing row (used to import an older rejects.jsonl).
+        """
+        rows = list(rows)
+        if not rows:
+            return
+        now = time.time()
+        conn = self.conn
+        with _transaction(conn):
+            for row in rows:
+                if replace:
+                    conn.execute("DELETE FROM rejects WHERE stage = ? AND item = ?", (row.stage, row.item))
+                conn.execute("INSERT OR IGNORE INTO rejects (stage, item, reason, detail, time) VALUES (?, ?, ?, ?, ?)", row)
+                conn.execute(
+                    "INSERT INTO items (stage, item, status, detail, updated) VALUES (?, ?, 'rejected', ?, ?) "
+                    "ON CONFLICT(stage, item) DO UPDATE SET status = 'rejected', detail = excluded.detail, updated = excluded.updated",
+                    (row.stage, row.item, row.reason, now),
+                )
+
+    def clear_rejects(self, stage: str, items: Iterable[str] | None = None) -> int:
+        """Forget rejects of a stage (all, or of the given items) so those items run again."""
+        conn = self.conn
+        with _transaction(conn):
+            if items is None:
+                n = conn.execute("DELETE FROM rejects WHERE stage = ?", (stage,)).rowcount
+                conn.execute("DELETE FROM items WHERE stage = ? AND status = 'rejected'", (stage,))
+                return n
+            n = 0
+            for item in items:
+                n += conn.execute("DELETE FROM rejects WHERE stage = ? AND item = ?", (stage, item)).rowcount
+                conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = 'rejected'", (stage, item))
+            return n
+
+    def rejects(self, stage: str | None = None) -> list[RejectRow]:
+        """Reject rows in the order they happened (all stages, or one)."""
+        sql = "SELECT stage, item, reason, detail, time FROM rejects"
+        args: tuple[Any, ...] = ()
+        if stage is not None:
+            sql += " WHERE stage = ?"
+            args = (stage,)
+        return [RejectRow._make(row) for row in self.conn.execute(sql + " ORDER BY rowid", args)]
+
+    def rejected_items(self, stage: str) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT item FROM rejects WHERE stage = ?", (stage,))}
+
+    def get_meta(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        conn = self.conn
+        with _transaction(conn):
+            conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
     # usage -----------------------------------------------------------------------------
     def usage_summary(self) -> list[dict[str, Any]]:
         """One row per (stage, provider, model): requests, answers, cache hits, tokens, cost, failures.
 
-        `requests` counts every request sent (retries included); `answered`/`failed` count distinct
-        calls by their current state; `failures` is calls failed now, by error class; `errors`
-        counts every failed attempt by `class:code`, retried ones included. Rows are plain data
+        `requests` counts every request sent (retries included, and the attempts of a call that
+        stopped the run, which has no `calls` row); `answered`/`failed` count distinct calls by
+        their current state; `failures` is calls failed now, by error class; `errors` counts every
+        failed attempt by `class:code`, retried ones included, and `failed_attempts` is their sum. Rows are plain data
         so `status --json` can print them as they are.
         """
         groups: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -360,6 +461,10 @@ class Ledger:
             _group(groups, stage, provider, model)["errors"][f"{error_class}:{code}"] = n
         for stage, provider, model, n in conn.execute("SELECT stage, provider, model, count FROM hits"):
             _group(groups, stage, provider, model)["cache_hits"] += n
+        for stage, provider, model, n in conn.execute("SELECT stage, provider, model, count FROM unstored"):
+            _group(groups, stage, provider, model)["requests"] += n
+        for group in groups.values():
+            group["failed_attempts"] = sum(group["errors"].values())
         return [groups[k] for k in sorted(groups)]
 
     def usage_totals(self) -> dict[str, Any]:
@@ -406,7 +511,7 @@ def _add_errors(conn: sqlite3.Connection, stage: str, provider: str, model: str,
 def _empty_group(stage: str, provider: str, model: str) -> dict[str, Any]:
     return {
         "stage": stage, "provider": provider, "model": model, "requests": 0, "answered": 0, "cache_hits": 0,
-        "failed": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0, "failures": {}, "errors": {},
+        "failed": 0, "failed_attempts": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0, "failures": {}, "errors": {},
     }
 
 
@@ -422,7 +527,7 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("stage", "provider", "model"):
         del total[key]
     for row in rows:
-        for key in ("answered", "failed", "requests", "cache_hits", "input_tokens", "output_tokens", "cost"):
+        for key in ("answered", "failed", "failed_attempts", "requests", "cache_hits", "input_tokens", "output_tokens", "cost"):
             total[key] += row[key]
         for key in ("failures", "errors"):
             for name, n in row[key].items():

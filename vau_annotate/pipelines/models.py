@@ -42,7 +42,7 @@ def open_backend(spec: str, access: ModelAccess, **extra: Any) -> Any:
         return load_backend(spec, **{**access.backend_options(), **extra})
     except BackendError as exc:
         if exc.error_class is ErrorClass.FATAL:
-            raise RunStopped(f"the run stopped: {exc}", exc) from None
+            raise RunStopped(str(exc), exc) from None
         raise
 
 
