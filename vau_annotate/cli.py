@@ -35,7 +35,9 @@ DECODERS = ("auto", "pyav", "pyav-seek", "pyav-sequential", "decord", "opencv")
 PRICES_OPTION = typer.Option(None, "--prices", help="JSON price table merged over the bundled one (USD per million input/output tokens).")
 RETRY_FAILED_OPTION = typer.Option(False, "--retry-failed", help="Call again where the ledger holds a permanent failure (e.g. a refusal) instead of reusing it.")
 VIDEO_MODE_OPTION = typer.Option("video_url", "--video-mode", help="How openai: specs send a video: video_url (vLLM's frame list) | images (one image per frame).")
-TIMEOUT_OPTION = typer.Option(120.0, "--timeout", min=1.0, help="Seconds one model call may take before it counts as a (retryable) timeout.")
+TIMEOUT_OPTION = typer.Option(None, "--timeout", min=1.0, help="Seconds a model call may take once connected before it counts as a (retryable) timeout (default: 30 + max_tokens / 20).")
+CONNECT_TIMEOUT_OPTION = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to connect to a model server before it counts as a (retryable) timeout.")
+ROLE_LIMIT_OPTION = typer.Option([], "--role-limit", help="A role's own rate cap on top of the shared --rpm/--tpm, e.g. captioner:rpm=30 (repeatable).")
 
 
 class UsageError(Exception):
@@ -159,8 +161,8 @@ def build_cot(
     max_pixels: int = typer.Option(448 * 448, "--max-pixels", help="Pixel budget per captioned frame; sides are aligned to 28."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N videos of the manifest."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Videos in flight, and calls in flight per model."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per endpoint (provider, base URL, model), shared by every role using it."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per endpoint (provider, base URL, model), shared by every role using it."),
     gates: Optional[str] = typer.Option(None, "--gates", help="Gates to run, comma-separated (default all): structure, category, when, sentences, length, neutrality, repetition."),
     skip_gate: list[str] = typer.Option([], "--skip-gate", help="A gate not to run (repeatable)."),
     length_gate: str = typer.Option("warn", "--length-gate", help="warn | reject: whether the Vad-R1 think length band only warns or rejects."),
@@ -170,7 +172,9 @@ def build_cot(
     prices: Optional[Path] = PRICES_OPTION,
     retry_failed: bool = RETRY_FAILED_OPTION,
     video_mode: str = VIDEO_MODE_OPTION,
-    timeout: float = TIMEOUT_OPTION,
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    connect_timeout: float = CONNECT_TIMEOUT_OPTION,
+    role_limit: list[str] = ROLE_LIMIT_OPTION,
     source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
     videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
@@ -190,7 +194,7 @@ def build_cot(
 
     if length_gate not in ("warn", "reject"):
         raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
-    access = _model_access(prices, retry_failed, video_mode, timeout)
+    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("captioner", "reasoner"))
     try:
         policy = str(parse_policy(caption_policy))
         for spec in (captioner, reasoner):
@@ -225,9 +229,15 @@ def build_cot(
     finish(summary, run)
 
 
-def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, timeout: float):  # -> ModelAccess
+def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, timeout: Optional[float],
+                  connect_timeout: float = 10.0, role_limit: list[str] | tuple[str, ...] = (), roles: tuple[str, ...] = ()):  # -> ModelAccess
     from vau_annotate.annotate.pricing import PriceFileError, PriceTable
-    from vau_annotate.pipelines.models import VIDEO_MODES, ModelAccess
+    from vau_annotate.pipelines.models import VIDEO_MODES, ModelAccess, parse_role_limits
+
+    try:
+        role_limits = parse_role_limits(role_limit, roles)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
 
     if video_mode not in VIDEO_MODES:
         raise usage_error(f"--video-mode must be one of {', '.join(VIDEO_MODES)}, not {video_mode!r}")
@@ -238,7 +248,8 @@ def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, t
             PriceTable.load(prices)
         except PriceFileError as exc:
             raise usage_error(str(exc)) from None
-    return ModelAccess(prices=prices, retry_failed=retry_failed, video_mode=video_mode, timeout=timeout)
+    return ModelAccess(prices=prices, retry_failed=retry_failed, video_mode=video_mode, timeout=timeout,
+                       connect_timeout=connect_timeout, role_limits=role_limits)
 
 
 def _ingest_before(source: str, annotations: Optional[Path], videos: Optional[Path], run: Path) -> None:
@@ -269,8 +280,8 @@ def reflect(
     max_frames: int = typer.Option(64, "--max-frames", min=2, help="At most this many frames per video (thinned evenly)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items (manifest order)."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Items and calls in flight per model."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per endpoint (provider, base URL, model), shared by every role using it."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per endpoint (provider, base URL, model), shared by every role using it."),
     min_iou: float = typer.Option(0.5, "--min-iou", min=0.0, max=1.0, help="IoU at which the base's span counts as correct."),
     revised_min_iou: float = typer.Option(0.7, "--revised-min-iou", min=0.0, max=1.0, help="IoU the teacher's revised span needs to be accepted."),
     reflection_min_words: int = typer.Option(12, "--reflection-min-words", min=1),
@@ -282,7 +293,9 @@ def reflect(
     prices: Optional[Path] = PRICES_OPTION,
     retry_failed: bool = RETRY_FAILED_OPTION,
     video_mode: str = VIDEO_MODE_OPTION,
-    timeout: float = TIMEOUT_OPTION,
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    connect_timeout: float = CONNECT_TIMEOUT_OPTION,
+    role_limit: list[str] = ROLE_LIMIT_OPTION,
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
 ) -> None:
@@ -301,7 +314,7 @@ def reflect(
 
     if task not in REFLECT_TASKS:
         raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
-    access = _model_access(prices, retry_failed, video_mode, timeout)
+    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("base", "teacher"))
     if reflection_min_words > reflection_max_words:
         raise usage_error("--reflection-min-words is larger than --reflection-max-words")
     if not (run / "manifest.parquet").exists():
