@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Generic, Iterable, TypeVar
 
 from pydantic import BaseModel
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vau_annotate.annotate.engine import CALL_GATE, CallAbandoned, CallGate, RunStopped, TransientFailure
 from vau_annotate.annotate.rundir import RunDir, atomic_write_text, safe_name
 
 T = TypeVar("T")
+_STDERR = Console(stderr=True)  # notices about stopping go where errors go, not into the output
 
 
 @dataclass
@@ -246,13 +248,13 @@ class StageRunner(Generic[T]):
         if not self.counts.interrupted:
             self.counts.interrupted = True
             gate.close()
-            progress.console.print(
+            _STDERR.print(
                 f"[yellow]Ctrl-C:[/] no new calls start; waiting up to {self.grace_s:g} s for the {self._busy} item(s) "
                 "in flight to record their calls in the ledger (Ctrl-C again to stop at once)"
             )
             loop.call_later(self.grace_s, _cancel, workers)
         else:
-            progress.console.print("[yellow]Ctrl-C again:[/] stopping at once")
+            _STDERR.print("[yellow]Ctrl-C again:[/] stopping at once")
             _cancel(workers)
 
     def _kept_message(self, todo: int) -> str:

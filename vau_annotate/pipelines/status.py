@@ -88,17 +88,24 @@ def render_status(report: dict[str, Any], console: Console) -> None:
 
 
 def usage_table(usage: list[dict[str, Any]]) -> Table:
-    """One row per stage and model; failures by class get a column only when there are any."""
-    failures = any(row["failures"] for row in usage)
+    """One row per stage and model; failures by class get a column only when there are any.
+
+    "requests" counts every request sent (retries and the ones that stopped a run included),
+    "failed attempts" every one of them that failed (a call retried 3 times before it was answered
+    has 3), "failed calls" the calls that stand failed now.
+    """
+    failures = any(row["failures"] or row.get("errors") for row in usage)
     table = Table(title="model calls")
-    columns = ["stage", "model", "calls", "cached", "failed", "tokens in", "out", "cost $"] + (["failures by class"] if failures else [])
+    columns = ["stage", "model", "requests", "cached", "failed attempts", "failed calls", "tokens in", "out", "cost $"]
+    columns += ["failed attempts by class:code"] if failures else []
     for column in columns:
-        table.add_column(column, overflow="fold", justify="left" if column in ("stage", "model", "failures by class") else "right")
+        table.add_column(column, overflow="fold", justify="left" if column in ("stage", "model", "failed attempts by class:code") else "right")
     for row in usage:
         model = f"{row['provider']}:{Path(row['model']).name if '/' in row['model'] else row['model']}"
-        cells = [row["stage"], model, str(row["requests"]), str(row["cache_hits"]), str(row["failed"]),
+        attempts = row.get("failed_attempts", sum(row.get("errors", {}).values()))
+        cells = [row["stage"], model, str(row["requests"]), str(row["cache_hits"]), str(attempts), str(row["failed"]),
                  f"{row['input_tokens']:,}", f"{row['output_tokens']:,}", f"{row['cost']:.4f}"]
-        table.add_row(*cells, *([_fmt(row["failures"])] if failures else []))
+        table.add_row(*cells, *([_fmt(row.get("errors") or row["failures"])] if failures else []))
     return table
 
 
