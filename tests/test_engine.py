@@ -598,3 +598,22 @@ def test_read_timeout_is_sized_by_max_tokens_and_connect_is_split():
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key="EMPTY", api_key_env="X", connect_timeout=3.0)
     assert backend._client.timeout.connect == 3.0 and backend._client.timeout.read is None  # reading: per call
     asyncio.run(backend.aclose())
+
+
+def test_role_limit_option_reaches_only_that_roles_engine(ledger, tmp_path):
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+    from vau_annotate.pipelines.models import ModelAccess, make_engine, parse_role_limits
+
+    limits = parse_role_limits(["captioner:rpm=30", " captioner : tpm = 9000", "captioner:rpm=20"], ("captioner", "reasoner"))
+    access = ModelAccess(role_limits=limits)
+    backend = UrlBackend("http://host/v1")
+    captioner = make_engine("cot:captioner", backend, ledger, access, concurrency=2, rpm=60, tpm=None)
+    reasoner = make_engine("cot:reasoner", backend, ledger, access, concurrency=2, rpm=60, tpm=None)
+    assert captioner._role_limits.rpm.rate == pytest.approx(20 / 60) and captioner._role_limits.tpm.rate == pytest.approx(150)
+    assert reasoner._role_limits.rpm is None and reasoner._role_limits.tpm is None
+    assert access.recorded()["role_limits"] == ["captioner:rpm=30", "captioner:tpm=9000", "captioner:rpm=20"]
+    for bad, message in (("teacher:rpm=5", "unknown role 'teacher'"), ("captioner=5", "expected ROLE:rpm=N")):
+        result = CliRunner().invoke(app, ["build-cot", "--run", str(tmp_path), "--captioner", "mock:echo", "--reasoner", "mock:echo", "--role-limit", bad])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output

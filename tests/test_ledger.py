@@ -175,3 +175,25 @@ def test_newer_schema_is_refused(tmp_path):
         ledger.conn.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer"):
         Ledger(path).get("x")
+
+
+def test_status_counts_every_failed_attempt_including_the_ones_that_stopped_the_run(tmp_path):
+    """8 requests answered 401 (the run stopped) + one call answered after two 429s."""
+    from rich.console import Console
+
+    from vau_annotate.pipelines.status import collect_status, render_status
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for _ in range(8):
+            ledger.add_errors("cot:captioner", "openai", "gpt-4o", [("fatal", "invalid_api_key")])
+        ledger.put(answer("a", stage="cot:captioner", attempts=3), errors=[("retryable", "429")] * 2)
+    (row,) = collect_status(tmp_path)["usage"]
+    assert row["requests"] == 11 and row["failed_attempts"] == 10 and row["failed"] == 0
+    console = Console(width=200, record=True)
+    render_status(collect_status(tmp_path), console)
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "requests" in line)
+    cells = [c.strip() for c in next(line for line in text.splitlines() if "cot:captioner" in line).split("│")]
+    columns = [c.strip() for c in header.split("┃")]
+    assert cells[columns.index("requests")] == "11" and cells[columns.index("failed attempts")] == "10"
+    assert "fatal:invalid_api_key=8" in text and "retryable:429=2" in text
