@@ -565,8 +565,22 @@ class Engine:
             del self._inflight[key]
 
     async def _attempts(self, item: str, request: Request, key: str) -> Outcome:
-        """The retry policy (tenacity) around single requests; the ledger records how it ended."""
+        """The retry policy (tenacity) around single requests; the ledger records how it ended.
+
+        The first attempt runs before tenacity: most calls succeed at once, and a tenacity loop
+        costs about as much CPU per call as the rest of the engine. When it fails, tenacity takes
+        over with that failure as its attempt 1 (replayed, not re-sent), so waits, retry_after and
+        the attempt limit are tenacity's alone.
+        """
         errors: list[tuple[str, str]] = []
+        try:
+            result = await self._one_request(request, errors)
+        except BackendError as error:
+            if not _worth_retrying(error) or self.max_attempts < 2:
+                return self._record_failure(item, request, key, error, len(errors), errors)
+            first: list[BackendError] = [error]
+        else:
+            return self._record_answer(item, request, key, result, 1, errors)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts), wait=self._wait, retry=retry_if_exception(_worth_retrying),
             sleep=asyncio.sleep, reraise=True,
@@ -574,6 +588,8 @@ class Engine:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if first:
+                        raise first.pop()  # attempt 1, already made above
                     result = await self._one_request(request, errors)
         except BackendError as error:
             return self._record_failure(item, request, key, error, len(errors), errors)
