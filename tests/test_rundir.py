@@ -241,3 +241,16 @@ def test_a_fatal_answer_under_the_stage_runner_records_every_call_in_flight(tmp_
     (row,) = ledger.usage_summary()
     ledger.close()
     assert row["failed_attempts"] == 4 and row["requests"] == 4 and not run.load_rejects()
+
+
+def test_an_item_may_hold_rejects_of_several_samplings_and_clearing_one_keeps_the_other(tmp_path):
+    run = RunDir(tmp_path)
+    run.add_reject("v1", "sample", "decode failed: frame 3", policy="uniform:16", max_pixels=100)
+    run.add_reject("v1", "sample", "decode failed: frame 9", policy="fps:1", max_pixels=100)
+    run.clear_rejects("sample", {"v1"}, detail={"policy": "uniform:16", "max_pixels": 100})
+    assert [(r.item, r.detail["policy"]) for r in run.load_rejects()] == [("v1", "fps:1")]
+    assert run.rejected_items("sample") == {"v1"} and len(run.rejects_path.read_text().splitlines()) == 1
+    run.clear_rejects("sample", {"v1"})
+    assert run.rejected_items("sample") == set() and run.rejects_path.read_text() == ""
+    with Ledger(run.ledger_path) as ledger:
+        assert ledger.item_status("sample", "v1") is None

@@ -1,8 +1,8 @@
 """The `vau-annotate` command line. Thin: parse options, call a pipeline, print a summary.
 
 Exit status: 0 = everything went through, 3 = partial (something was rejected: see
-RUN_DIR/rejects.jsonl), 2 = usage error (bad option, missing file), 1 = the run stopped
-(e.g. an invalid API key).
+RUN_DIR/rejects.jsonl, or is pending after a transient failure), 2 = usage error (bad option,
+missing file), 1 = the run stopped (e.g. an invalid API key), 130 = interrupted by Ctrl-C.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ Tables
             retried ones included, so `status` can show what went wrong across runs.
     hits    per (stage, provider, model): how many calls were answered from this ledger.
     items   per (stage, item): pending / done / rejected, for pipelines that resume.
-    rejects per (stage, item): the reason and detail of a reject. The one source of truth for
+    rejects one row per reject (stage, item, reason, detail JSON), in the order they happened;
+            an item may have several (e.g. one per sampling policy). The one source of truth for
             rejects: a reject and its item's "rejected" status are one transaction, and
             `rejects.jsonl` is rendered from this table (see rundir.py).
     unstored per (stage, provider, model): requests sent whose call has no row in `calls` (the
@@ -94,9 +95,9 @@ CREATE TABLE IF NOT EXISTS rejects (
     item TEXT NOT NULL,
     reason TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '{}',
-    time TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (stage, item)
+    time TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS rejects_item ON rejects (stage, item);
 CREATE TABLE IF NOT EXISTS unstored (
     stage TEXT NOT NULL,
     provider TEXT NOT NULL,
@@ -371,41 +372,40 @@ class Ledger:
         return out
 
     # rejects ---------------------------------------------------------------------------
-    def add_rejects(self, rows: Iterable[RejectRow], *, replace: bool = True) -> None:
-        """Record rejects and mark their items rejected, all in one transaction.
-
-        A re-rejected item moves to the end (it is rendered in the order rejects happened);
-        `replace=False` keeps an existing row (used to import an older rejects.jsonl).
-        """
+    def add_rejects(self, rows: Iterable[RejectRow]) -> None:
+        """Record rejects and mark their items rejected, all in one transaction."""
         rows = list(rows)
         if not rows:
             return
         now = time.time()
         conn = self.conn
         with _transaction(conn):
-            for row in rows:
-                if replace:
-                    conn.execute("DELETE FROM rejects WHERE stage = ? AND item = ?", (row.stage, row.item))
-                conn.execute("INSERT OR IGNORE INTO rejects (stage, item, reason, detail, time) VALUES (?, ?, ?, ?, ?)", row)
-                conn.execute(
-                    "INSERT INTO items (stage, item, status, detail, updated) VALUES (?, ?, 'rejected', ?, ?) "
-                    "ON CONFLICT(stage, item) DO UPDATE SET status = 'rejected', detail = excluded.detail, updated = excluded.updated",
-                    (row.stage, row.item, row.reason, now),
-                )
+            conn.executemany("INSERT INTO rejects (stage, item, reason, detail, time) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO items (stage, item, status, detail, updated) VALUES (?, ?, 'rejected', ?, ?) "
+                "ON CONFLICT(stage, item) DO UPDATE SET status = 'rejected', detail = excluded.detail, updated = excluded.updated",
+                [(row.stage, row.item, row.reason, now) for row in rows],
+            )
 
-    def clear_rejects(self, stage: str, items: Iterable[str] | None = None) -> int:
-        """Forget rejects of a stage (all, or of the given items) so those items run again."""
+    def clear_rejects(self, stage: str, items: Iterable[str] | None = None, detail: Mapping[str, Any] | None = None) -> int:
+        """Forget rejects of a stage — all, those of the given items, and/or only those whose detail
+        has every key/value of `detail` (e.g. one sampling policy's) — so those items run again.
+        An item whose last reject goes is no longer "rejected"."""
+        wanted = None if items is None else set(items)
         conn = self.conn
         with _transaction(conn):
-            if items is None:
-                n = conn.execute("DELETE FROM rejects WHERE stage = ?", (stage,)).rowcount
-                conn.execute("DELETE FROM items WHERE stage = ? AND status = 'rejected'", (stage,))
-                return n
-            n = 0
-            for item in items:
-                n += conn.execute("DELETE FROM rejects WHERE stage = ? AND item = ?", (stage, item)).rowcount
-                conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = 'rejected'", (stage, item))
-            return n
+            doomed: list[tuple[int, str]] = []
+            for rowid, item, text in conn.execute("SELECT rowid, item, detail FROM rejects WHERE stage = ?", (stage,)):
+                if wanted is not None and item not in wanted:
+                    continue
+                if detail and not _detail_matches(text, detail):
+                    continue
+                doomed.append((rowid, item))
+            conn.executemany("DELETE FROM rejects WHERE rowid = ?", [(rowid,) for rowid, _ in doomed])
+            for item in {item for _, item in doomed}:
+                if conn.execute("SELECT 1 FROM rejects WHERE stage = ? AND item = ? LIMIT 1", (stage, item)).fetchone() is None:
+                    conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = 'rejected'", (stage, item))
+            return len(doomed)
 
     def rejects(self, stage: str | None = None) -> list[RejectRow]:
         """Reject rows in the order they happened (all stages, or one)."""
@@ -417,7 +417,7 @@ class Ledger:
         return [RejectRow._make(row) for row in self.conn.execute(sql + " ORDER BY rowid", args)]
 
     def rejected_items(self, stage: str) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT item FROM rejects WHERE stage = ?", (stage,))}
+        return {row[0] for row in self.conn.execute("SELECT DISTINCT item FROM rejects WHERE stage = ?", (stage,))}
 
     def get_meta(self, name: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -487,6 +487,14 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _detail_matches(text: str, wanted: Mapping[str, Any]) -> bool:
+    try:
+        detail = json.loads(text or "{}")
+    except ValueError:
+        return False
+    return isinstance(detail, dict) and all(detail.get(k) == v for k, v in wanted.items())
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

@@ -161,7 +161,7 @@ class RunDir:
         if self._ledger is None:
             ledger = Ledger(self.ledger_path)
             if ledger.get_meta(_IMPORTED) is None:
-                ledger.add_rejects((_row(r) for r in self._read_rejects_jsonl()), replace=False)
+                ledger.add_rejects(_row(r) for r in self._read_rejects_jsonl())
                 ledger.set_meta(_IMPORTED, utc_now())
             self._ledger = ledger
         return self._ledger
@@ -189,12 +189,13 @@ class RunDir:
         with self.ledger() as ledger:
             return ledger.rejected_items(stage)
 
-    def clear_rejects(self, stage: str, items: set[str] | None = None) -> None:
-        """Drop earlier rejects of a stage (for the given items, or all) before it runs again."""
+    def clear_rejects(self, stage: str, items: set[str] | None = None, detail: dict[str, Any] | None = None) -> None:
+        """Drop earlier rejects of a stage (for the given items, or all; only those whose detail
+        matches `detail`, e.g. one sampling policy's) before it runs again."""
         if not self.ledger_path.exists() and not self.rejects_path.exists():
             return
         with self.ledger() as ledger:
-            ledger.clear_rejects(stage, items)
+            ledger.clear_rejects(stage, items, detail)
         self.render_rejects()
 
     def render_rejects(self) -> None:
