@@ -223,7 +223,7 @@ class StageRunner(Generic[T]):
 
         workers = [asyncio.create_task(worker()) for _ in range(min(self.concurrency, max(1, len(todo))))]
         loop = asyncio.get_running_loop()
-        interrupts = _SigintCatcher(loop, lambda: self._on_ctrl_c(gate, workers, progress))
+        interrupts = _SigintCatcher(loop, lambda: self._on_ctrl_c(gate, workers))
         try:
             done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
             failure = _first_failure(done)
@@ -242,7 +242,7 @@ class StageRunner(Generic[T]):
             results = await asyncio.gather(*workers, return_exceptions=True)
             self.counts.abandoned += sum(isinstance(r, asyncio.CancelledError) for r in results)
 
-    def _on_ctrl_c(self, gate: CallGate, workers: list[asyncio.Task[None]], progress: Progress) -> None:
+    def _on_ctrl_c(self, gate: CallGate, workers: list[asyncio.Task[None]]) -> None:
         """First Ctrl-C: close the gate and give calls in flight grace_s; second: cancel now."""
         loop = asyncio.get_running_loop()
         if not self.counts.interrupted:
