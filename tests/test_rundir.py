@@ -254,3 +254,18 @@ def test_an_item_may_hold_rejects_of_several_samplings_and_clearing_one_keeps_th
     assert run.rejected_items("sample") == set() and run.rejects_path.read_text() == ""
     with Ledger(run.ledger_path) as ledger:
         assert ledger.item_status("sample", "v1") is None
+
+
+def test_status_shows_items_left_pending_and_why_until_they_are_done(tmp_path):
+    from vau_annotate.pipelines.status import collect_status
+
+    run = RunDir(tmp_path)
+    backend = Outage(down={"b"})
+    stage_run(run, backend, ["a", "b", "refuse"])
+    report = collect_status(tmp_path)
+    assert report["item_stages"]["demo"] == {"accepted": 1, "pending": 1, "rejected": 1}
+    with Ledger(run.ledger_path) as ledger:
+        assert ledger.conn.execute("SELECT detail FROM items WHERE item = 'b'").fetchone()[0].startswith("500: internal error")
+    backend.down.clear()
+    stage_run(run, backend, ["a", "b", "refuse"])
+    assert collect_status(tmp_path)["item_stages"]["demo"] == {"accepted": 2, "rejected": 1}

@@ -352,6 +352,12 @@ class Ledger:
                 (stage, item, status, detail, time.time()),
             )
 
+    def forget_item(self, stage: str, item: str, status: str) -> None:
+        """Drop an item's row if it has this status (e.g. "pending" once the item is done)."""
+        conn = self.conn
+        with _transaction(conn):
+            conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = ?", (stage, item, status))
+
     def item_status(self, stage: str, item: str) -> str | None:
         row = self.conn.execute("SELECT status FROM items WHERE stage = ? AND item = ?", (stage, item)).fetchone()
         return row[0] if row else None

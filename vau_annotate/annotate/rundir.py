@@ -189,6 +189,13 @@ class RunDir:
         with self.ledger() as ledger:
             return ledger.rejected_items(stage)
 
+    def pending_items(self, stage: str) -> set[str]:
+        """Items of a stage left pending after a transient failure (a plain re-run tries them)."""
+        if not self.ledger_path.exists():
+            return set()
+        with self.ledger() as ledger:
+            return set(ledger.items(stage, "pending"))
+
     def clear_rejects(self, stage: str, items: set[str] | None = None, detail: dict[str, Any] | None = None) -> None:
         """Drop earlier rejects of a stage (for the given items, or all; only those whose detail
         matches `detail`, e.g. one sampling policy's) before it runs again."""

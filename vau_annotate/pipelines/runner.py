@@ -74,6 +74,7 @@ class StageStore:
         self.stage = stage
         self.dir = run.root / stage
         self._rejected: set[str] | None = None
+        self._pending: set[str] | None = None
 
     def accepted_path(self, item: str) -> Path:
         return self.dir / f"{safe_name(item)}.json"
@@ -88,11 +89,23 @@ class StageStore:
             self._rejected = self.run.rejected_items(self.stage)
         return self._rejected
 
+    def pending(self) -> set[str]:
+        """Items left pending by an earlier transient failure (per the ledger)."""
+        if self._pending is None:
+            self._pending = set(self.run.pending_items(self.stage))
+        return self._pending
+
     def is_rejected(self, item: str) -> bool:
         return item in self.rejected()
 
     def is_done(self, item: str) -> bool:
         return self.accepted_path(item).exists() or self.is_rejected(item)
+
+    def mark_pending(self, item: str, why: str) -> None:
+        """An item left pending after a transient failure, so `status` can show it and why."""
+        with self.run.ledger() as ledger:
+            ledger.set_item(self.stage, item, "pending", why)
+        self._pending.add(item)
 
     def write(self, item: str, outcome: Outcome) -> None:
         if isinstance(outcome, Accepted):
@@ -101,6 +114,10 @@ class StageStore:
                 self.rejected().discard(item)
             self.rejected_path(item).unlink(missing_ok=True)
             atomic_write_text(self.accepted_path(item), outcome.record.model_dump_json(indent=1))
+            if item in self.pending():
+                with self.run.ledger() as ledger:
+                    ledger.forget_item(self.stage, item, "pending")
+                self._pending.discard(item)
         else:
             # the ledger commit is the reject; the jsonl line and the marker file render it
             self.run.add_reject(item, self.stage, outcome.reason, **outcome.detail)
@@ -211,6 +228,7 @@ class StageRunner(Generic[T]):
                 except TransientFailure as exc:
                     self.counts.pending += 1
                     self.counts.transient[exc.error.code] += 1
+                    self.store.mark_pending(item_id, f"{exc.error.code}: {exc.error}"[:500])
                     continue
                 except CallAbandoned:
                     self.counts.abandoned += 1

@@ -45,11 +45,16 @@ def _ledger_status(rd: RunDir) -> dict[str, Any]:
     ledger = Ledger(rd.ledger_path)
     try:
         out: dict[str, Any] = {"usage": ledger.usage_summary()}
-        item_status = getattr(ledger, "item_status_counts", None)
-        if item_status is not None:
-            for stage, counts in item_status().items():
-                out_stage = out.setdefault("item_stages", {})
-                out_stage[stage] = counts
+        # per model-backed stage: accepted records on disk; rejected and pending (after a transient
+        # failure) items from the ledger
+        item_counts = ledger.item_status_counts()
+        stages = set(item_counts) | {row["stage"].split(":")[0] for row in out["usage"]}
+        for stage in sorted(stages):
+            stage_dir = rd.root / stage
+            accepted = {"accepted": sum(1 for p in stage_dir.glob("*.json") if not p.name.endswith(".rejected.json"))} if stage_dir.is_dir() else {}
+            counts = {**accepted, **item_counts.get(stage, {})}
+            if counts:
+                out.setdefault("item_stages", {})[stage] = counts
         return out
     finally:
         ledger.close()
