@@ -36,7 +36,7 @@ context (every engine in that context then refuses to *start* a request, raising
 and waits up to its grace period before cancelling what is still at the provider.
 
 Rate limits belong to an endpoint, not to a role: every engine of one event loop that talks to the
-same (provider, base URL, model) shares one rpm and one tpm bucket (`EndpointLimits`), so a model
+same (provider, base URL, model) shares one rpm and one tpm bucket (`endpoint_limits`), so a model
 used as captioner and reasoner sees `--rpm` in total. A role may add its own, stricter buckets.
 """
 
@@ -78,8 +78,6 @@ class CallAbandoned(Exception):
 
     Not a BackendError: a stage does not turn it into a reject; the item stays pending.
     """
-
-
 
 
 class TransientFailure(Exception):
