@@ -448,3 +448,172 @@ def test_estimate_tokens_pairs_qwen_video_frames_and_prices_openai_frames_as_ima
     assert estimate_tokens(request, "openai", "gpt-4o") == 4 + 10 + 8 * (85 + 170 * 1)
     image = Request(messages=(Message("user", (ImagePart(jpeg(448, 448)),)),))
     assert estimate_tokens(image, "vllm", "tiny", count_text=len) == 4 + 16 * 16 + 2
+
+
+# -- issue 9: transient failures, fatal stops under load, endpoint-shared limits, tenacity -----------
+
+from vau_annotate.annotate.engine import CALL_GATE, CallAbandoned, CallGate, TransientFailure  # noqa: E402
+
+
+def test_transient_failure_after_every_retry_raises_transient_not_a_backend_error(ledger):
+    """A pipeline catches BackendError to write a reject; an outage must not reach that handler."""
+    backend = FakeBackend(script={"q0": [BackendError("bad gateway", ErrorClass.RETRYABLE, code="502", status=502)] * 6})  # two calls × 3 attempts
+    engine = Engine(backend, ledger, stage="cot", max_attempts=3, base_delay=0.001)
+
+    async def pipeline_step():
+        try:
+            return await engine.call("item0", req("q0"))
+        except BackendError as exc:  # what cot/reflect do with a failed call: reject the item
+            return f"rejected: {exc}"
+
+    with pytest.raises(TransientFailure) as info:
+        run(pipeline_step())
+    assert info.value.error.code == "502" and len(backend.calls) == 3
+    with pytest.raises(TransientFailure):
+        run(engine.outcome("item0", req("q0")))  # `outcome` never hands a transient failure back as a result
+    (record,) = list(ledger.iter_calls())
+    assert record.error_class == "retryable"  # a re-run calls again (the ledger does not answer it)
+
+
+def test_permanent_failure_still_comes_back_as_backend_error(ledger):
+    refused = BackendError("refused", ErrorClass.PERMANENT, code="content_filter", status=400)
+    engine = Engine(FakeBackend(script={"q0": [refused]}), ledger, stage="cot")
+    with pytest.raises(BackendError, match="refused"):
+        run(engine.call("item0", req("q0")))
+    outcome = run(engine.outcome("item0", req("q0")))
+    assert outcome.error is not None and outcome.error.code == "content_filter" and outcome.cached
+
+
+def test_retry_policy_is_tenacity_and_honours_retry_after(ledger):
+    import tenacity
+
+    backend = FakeBackend(script={"q0": [retryable(retry_after=0.05), retryable(retry_after=0.05)]})
+    engine = Engine(backend, ledger, stage="cot", base_delay=0.001, max_delay=0.002)
+    seen = []
+    real = tenacity.AsyncRetrying.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs)
+        real(self, *args, **kwargs)
+
+    tenacity.AsyncRetrying.__init__ = spy
+    try:
+        (outcome,) = run(engine.run_all([("item0", req("q0"))]))
+    finally:
+        tenacity.AsyncRetrying.__init__ = real
+    assert outcome.ok and outcome.attempts == 3 and len(seen) == 1
+    t = backend.times("q0")
+    assert t[1] - t[0] >= 0.05 and t[2] - t[1] >= 0.05
+    assert ledger.usage_summary()[0]["errors"] == {"retryable:429": 2}
+
+
+def test_a_fatal_answer_lets_every_call_in_flight_land_and_counts_every_failed_attempt(ledger):
+    """8 calls in flight all get 401: status must count 8 failed attempts (it used to count 2)."""
+    fatal = BackendError("invalid api key", ErrorClass.FATAL, code="invalid_api_key", status=401)
+
+    class Always401(FakeBackend):
+        async def generate(self, request):
+            self.calls.append((time.monotonic(), request.messages[-1].parts[-1].text))
+            await asyncio.sleep(0.05 + 0.01 * len(self.calls))  # staggered: the first 401 comes back alone
+            raise fatal
+
+    backend = Always401()
+    engine = Engine(backend, ledger, stage="cot", concurrency=8, grace_s=5.0)
+    with pytest.raises(RunStopped) as info:
+        run(engine.run_all(pairs(8)))
+    assert len(backend.calls) == 8
+    assert not str(info.value).lower().startswith("the run stopped")  # the CLI prints "stopped: …" itself
+    (row,) = ledger.usage_summary()
+    assert row["errors"] == {"fatal:invalid_api_key": 8} and row["failed_attempts"] == 8 and row["requests"] == 8
+
+
+def test_a_closed_call_gate_starts_no_request(ledger):
+    backend = FakeBackend()
+    engine = Engine(backend, ledger, stage="cot")
+
+    async def main():
+        gate = CallGate()
+        CALL_GATE.set(gate)
+        first = await engine.call("a", req("q0"))
+        gate.close()
+        with pytest.raises(CallAbandoned):
+            await engine.call("b", req("q1"))
+        return first
+
+    assert run(main()).text == "answer to q0" and [x for _, x in backend.calls] == ["q0"]
+
+
+class UrlBackend(FakeBackend):
+    def __init__(self, base_url: str, **kw) -> None:
+        super().__init__(**kw)
+        self.base_url = base_url
+
+
+def test_rpm_is_shared_by_every_role_on_one_endpoint(ledger):
+    """Captioner and reasoner on one (provider, base URL, model): --rpm 1200 holds for both together."""
+    same = UrlBackend("http://host/v1")
+
+    async def main():
+        captioner = Engine(same, ledger, stage="cot:captioner", rpm=1200)  # one request per 50 ms
+        reasoner = Engine(same, ledger, stage="cot:reasoner", rpm=1200)
+        assert captioner.endpoint == reasoner.endpoint == ("fake", "http://host/v1", "m")
+        await asyncio.gather(captioner.run_all(pairs(4, "c")), reasoner.run_all(pairs(4, "r")))
+
+    run(main())
+    times = sorted(t for t, _ in same.calls)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(gaps) == 7 and min(gaps) >= 0.045  # per role each would have had two requests at once
+
+
+def test_other_endpoints_keep_their_own_limits_and_a_role_cap_adds_to_the_shared_one(ledger):
+    from vau_annotate.annotate.engine import endpoint_limits
+
+    async def main():
+        a = endpoint_limits(("openai", "http://a/v1", "m"), 60, None)
+        assert endpoint_limits(("openai", "http://a/v1", "m"), 120, None) is a and a.rpm.rate == 1.0  # the stricter holds
+        assert endpoint_limits(("openai", "http://a/v1", "m"), 30, None).rpm.rate == 0.5
+        assert endpoint_limits(("openai", "http://b/v1", "m"), 60, None) is not a
+        assert endpoint_limits(("openai", "http://a/v1", "other"), 60, None) is not a
+
+    run(main())
+    backend = UrlBackend("http://host/v1")
+
+    async def capped():
+        shared = Engine(backend, ledger, stage="cot:reasoner", rpm=6000)  # 10 ms apart at most
+        slow = Engine(backend, ledger, stage="cot:captioner", rpm=6000, role_rpm=600)  # its own: 100 ms apart
+        await asyncio.gather(shared.run_all(pairs(3, "r")), slow.run_all(pairs(3, "c")))
+
+    run(capped())
+    captions = sorted(t for t, x in backend.calls if x.startswith("c"))
+    assert min(b - a for a, b in zip(captions, captions[1:])) >= 0.09
+
+
+def test_read_timeout_is_sized_by_max_tokens_and_connect_is_split():
+    from vau_annotate.annotate.backends.base import read_timeout_for
+    from vau_annotate.annotate.backends.openai_backend import OpenAIBackend
+
+    assert read_timeout_for(req("x", params=SamplingParams(max_tokens=512))) == pytest.approx(30 + 512 / 20)
+    assert read_timeout_for(req("x", params=SamplingParams(max_tokens=1024))) < 120  # the old flat default
+    assert read_timeout_for(req("x"), fixed=7.5) == 7.5
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key="EMPTY", api_key_env="X", connect_timeout=3.0)
+    assert backend._client.timeout.connect == 3.0 and backend._client.timeout.read is None  # reading: per call
+    asyncio.run(backend.aclose())
+
+
+def test_role_limit_option_reaches_only_that_roles_engine(ledger, tmp_path):
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+    from vau_annotate.pipelines.models import ModelAccess, make_engine, parse_role_limits
+
+    limits = parse_role_limits(["captioner:rpm=30", " captioner : tpm = 9000", "captioner:rpm=20"], ("captioner", "reasoner"))
+    access = ModelAccess(role_limits=limits)
+    backend = UrlBackend("http://host/v1")
+    captioner = make_engine("cot:captioner", backend, ledger, access, concurrency=2, rpm=60, tpm=None)
+    reasoner = make_engine("cot:reasoner", backend, ledger, access, concurrency=2, rpm=60, tpm=None)
+    assert captioner._role_limits.rpm.rate == pytest.approx(20 / 60) and captioner._role_limits.tpm.rate == pytest.approx(150)
+    assert reasoner._role_limits.rpm is None and reasoner._role_limits.tpm is None
+    assert access.recorded()["role_limits"] == ["captioner:rpm=30", "captioner:tpm=9000", "captioner:rpm=20"]
+    for bad, message in (("teacher:rpm=5", "unknown role 'teacher'"), ("captioner=5", "expected ROLE:rpm=N")):
+        result = CliRunner().invoke(app, ["build-cot", "--run", str(tmp_path), "--captioner", "mock:echo", "--reasoner", "mock:echo", "--role-limit", bad])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output

@@ -112,12 +112,14 @@ def test_usage_summary_groups_by_stage_provider_model(tmp_path):
         totals = ledger.usage_totals()
     assert [(r["stage"], r["model"]) for r in rows] == [("cot", "gpt-4o"), ("reflect", "gpt-4o-mini")]
     cot = rows[0]
-    assert cot["answered"] == 2 and cot["failed"] == 1 and cot["requests"] == 4
+    # 4 requests behind the stored calls + the fatal one that stopped the run (it has no calls row)
+    assert cot["answered"] == 2 and cot["failed"] == 1 and cot["requests"] == 5
     assert cot["cache_hits"] == 7
     assert cot["input_tokens"] == 200 and cot["output_tokens"] == 40
     assert cot["cost"] == pytest.approx(0.002)
     assert cot["failures"] == {"permanent": 1}
     assert cot["errors"] == {"retryable:429": 1, "permanent:400": 1, "fatal:invalid_api_key": 1}
+    assert cot["failed_attempts"] == 3 and totals["failed_attempts"] == 3
     assert totals["answered"] == 3 and totals["cost"] == pytest.approx(0.0021) and totals["cache_hits"] == 7
 
 
@@ -173,3 +175,25 @@ def test_newer_schema_is_refused(tmp_path):
         ledger.conn.execute("PRAGMA user_version = 99")
     with pytest.raises(RuntimeError, match="newer"):
         Ledger(path).get("x")
+
+
+def test_status_counts_every_failed_attempt_including_the_ones_that_stopped_the_run(tmp_path):
+    """8 requests answered 401 (the run stopped) + one call answered after two 429s."""
+    from rich.console import Console
+
+    from vau_annotate.pipelines.status import collect_status, render_status
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        for _ in range(8):
+            ledger.add_errors("cot:captioner", "openai", "gpt-4o", [("fatal", "invalid_api_key")])
+        ledger.put(answer("a", stage="cot:captioner", attempts=3), errors=[("retryable", "429")] * 2)
+    (row,) = collect_status(tmp_path)["usage"]
+    assert row["requests"] == 11 and row["failed_attempts"] == 10 and row["failed"] == 0
+    console = Console(width=200, record=True)
+    render_status(collect_status(tmp_path), console)
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "requests" in line)
+    cells = [c.strip() for c in next(line for line in text.splitlines() if "cot:captioner" in line).split("│")]
+    columns = [c.strip() for c in header.split("┃")]
+    assert cells[columns.index("requests")] == "11" and cells[columns.index("failed attempts")] == "10"
+    assert "fatal:invalid_api_key=8" in text and "retryable:429=2" in text

@@ -1,8 +1,8 @@
 """The `vau-annotate` command line. Thin: parse options, call a pipeline, print a summary.
 
 Exit status: 0 = everything went through, 3 = partial (something was rejected: see
-RUN_DIR/rejects.jsonl), 2 = usage error (bad option, missing file), 1 = the run stopped
-(e.g. an invalid API key).
+RUN_DIR/rejects.jsonl, or is pending after a transient failure), 2 = usage error (bad option,
+missing file), 1 = the run stopped (e.g. an invalid API key), 130 = interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ DECODERS = ("auto", "pyav", "pyav-seek", "pyav-sequential", "decord", "opencv")
 PRICES_OPTION = typer.Option(None, "--prices", help="JSON price table merged over the bundled one (USD per million input/output tokens).")
 RETRY_FAILED_OPTION = typer.Option(False, "--retry-failed", help="Call again where the ledger holds a permanent failure (e.g. a refusal) instead of reusing it.")
 VIDEO_MODE_OPTION = typer.Option("video_url", "--video-mode", help="How openai: specs send a video: video_url (vLLM's frame list) | images (one image per frame).")
-TIMEOUT_OPTION = typer.Option(120.0, "--timeout", min=1.0, help="Seconds one model call may take before it counts as a (retryable) timeout.")
+TIMEOUT_OPTION = typer.Option(None, "--timeout", min=1.0, help="Seconds a model call may take once connected before it counts as a (retryable) timeout (default: 30 + max_tokens / 20).")
+CONNECT_TIMEOUT_OPTION = typer.Option(10.0, "--connect-timeout", min=0.1, help="Seconds to connect to a model server before it counts as a (retryable) timeout.")
+ROLE_LIMIT_OPTION = typer.Option([], "--role-limit", help="A role's own rate cap on top of the shared --rpm/--tpm, e.g. captioner:rpm=30 (repeatable).")
 
 
 class UsageError(Exception):
@@ -159,8 +161,8 @@ def build_cot(
     max_pixels: int = typer.Option(448 * 448, "--max-pixels", help="Pixel budget per captioned frame; sides are aligned to 28."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Only the first N videos of the manifest."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Videos in flight, and calls in flight per model."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per endpoint (provider, base URL, model), shared by every role using it."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per endpoint (provider, base URL, model), shared by every role using it."),
     gates: Optional[str] = typer.Option(None, "--gates", help="Gates to run, comma-separated (default all): structure, category, when, sentences, length, neutrality, repetition."),
     skip_gate: list[str] = typer.Option([], "--skip-gate", help="A gate not to run (repeatable)."),
     length_gate: str = typer.Option("reject", "--length-gate", help="reject | warn: whether a think outside Vad-R1's length band is rejected (default) or only warned about."),
@@ -170,7 +172,9 @@ def build_cot(
     prices: Optional[Path] = PRICES_OPTION,
     retry_failed: bool = RETRY_FAILED_OPTION,
     video_mode: str = VIDEO_MODE_OPTION,
-    timeout: float = TIMEOUT_OPTION,
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    connect_timeout: float = CONNECT_TIMEOUT_OPTION,
+    role_limit: list[str] = ROLE_LIMIT_OPTION,
     source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
     videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
@@ -186,10 +190,11 @@ def build_cot(
     from vau_annotate.annotate.engine import RunStopped
     from vau_annotate.annotate.video import PolicyError, parse_policy
     from vau_annotate.pipelines.cot import CotOptions, run_cot
+    from vau_annotate.pipelines.runner import StageInterrupted
 
     if length_gate not in ("warn", "reject"):
         raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
-    access = _model_access(prices, retry_failed, video_mode, timeout)
+    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("captioner", "reasoner"))
     try:
         policy = str(parse_policy(caption_policy))
         for spec in (captioner, reasoner):
@@ -218,12 +223,21 @@ def build_cot(
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
+    except StageInterrupted as exc:
+        console.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(code=130) from None
     finish(summary, run)
 
 
-def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, timeout: float):  # -> ModelAccess
+def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, timeout: Optional[float],
+                  connect_timeout: float = 10.0, role_limit: list[str] | tuple[str, ...] = (), roles: tuple[str, ...] = ()):  # -> ModelAccess
     from vau_annotate.annotate.pricing import PriceFileError, PriceTable
-    from vau_annotate.pipelines.models import VIDEO_MODES, ModelAccess
+    from vau_annotate.pipelines.models import VIDEO_MODES, ModelAccess, parse_role_limits
+
+    try:
+        role_limits = parse_role_limits(role_limit, roles)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
 
     if video_mode not in VIDEO_MODES:
         raise usage_error(f"--video-mode must be one of {', '.join(VIDEO_MODES)}, not {video_mode!r}")
@@ -234,7 +248,8 @@ def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, t
             PriceTable.load(prices)
         except PriceFileError as exc:
             raise usage_error(str(exc)) from None
-    return ModelAccess(prices=prices, retry_failed=retry_failed, video_mode=video_mode, timeout=timeout)
+    return ModelAccess(prices=prices, retry_failed=retry_failed, video_mode=video_mode, timeout=timeout,
+                       connect_timeout=connect_timeout, role_limits=role_limits)
 
 
 def _ingest_before(source: str, annotations: Optional[Path], videos: Optional[Path], run: Path) -> None:
@@ -265,8 +280,8 @@ def reflect(
     max_frames: int = typer.Option(64, "--max-frames", min=2, help="At most this many frames per video (thinned evenly)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items (manifest order)."),
     concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Items and calls in flight per model."),
-    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
-    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per endpoint (provider, base URL, model), shared by every role using it."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per endpoint (provider, base URL, model), shared by every role using it."),
     min_iou: float = typer.Option(0.5, "--min-iou", min=0.0, max=1.0, help="IoU at which the base's span counts as correct."),
     revised_min_iou: float = typer.Option(0.7, "--revised-min-iou", min=0.0, max=1.0, help="IoU the teacher's revised span needs to be accepted."),
     reflection_min_words: int = typer.Option(12, "--reflection-min-words", min=1),
@@ -278,7 +293,9 @@ def reflect(
     prices: Optional[Path] = PRICES_OPTION,
     retry_failed: bool = RETRY_FAILED_OPTION,
     video_mode: str = VIDEO_MODE_OPTION,
-    timeout: float = TIMEOUT_OPTION,
+    timeout: Optional[float] = TIMEOUT_OPTION,
+    connect_timeout: float = CONNECT_TIMEOUT_OPTION,
+    role_limit: list[str] = ROLE_LIMIT_OPTION,
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
 ) -> None:
@@ -293,10 +310,11 @@ def reflect(
     from vau_annotate.annotate.checks.reflect import ReflectGateConfig, reflect_gates
     from vau_annotate.annotate.engine import RunStopped
     from vau_annotate.pipelines.reflect import ReflectOptions, run_reflect
+    from vau_annotate.pipelines.runner import StageInterrupted
 
     if task not in REFLECT_TASKS:
         raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
-    access = _model_access(prices, retry_failed, video_mode, timeout)
+    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("base", "teacher"))
     if reflection_min_words > reflection_max_words:
         raise usage_error("--reflection-min-words is larger than --reflection-max-words")
     if not (run / "manifest.parquet").exists():
@@ -320,6 +338,9 @@ def reflect(
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
+    except StageInterrupted as exc:
+        console.print(f"[yellow]{exc}[/]")
+        raise typer.Exit(code=130) from None
     except SpecError as exc:
         raise usage_error(str(exc)) from None
     finish(summary, run)

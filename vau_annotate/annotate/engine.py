@@ -8,11 +8,14 @@ Every call goes through one path:
     otherwise                        → semaphore (concurrency) → token buckets (rpm, tpm)
                                        → backend.generate → commit answer or failure to the ledger
 
-What is retried:
+What is retried (the policy is a tenacity `AsyncRetrying`; the ledger and counters wrap it):
     RETRYABLE (429, 5xx, timeouts)   retried here with exponential backoff and full jitter,
                                      waiting at least the server's retry_after; if all
                                      `max_attempts` fail, the failure is recorded and a re-run
-                                     tries again (it was never the request's fault).
+                                     tries again (it was never the request's fault). `call` and
+                                     `outcome` raise TransientFailure for it, which is not a
+                                     BackendError: a stage leaves the item pending instead of
+                                     rejecting it (the stage runner does that).
     PERMANENT (bad request, refusal) not retried; recorded; a re-run answers it from the ledger
                                      as the same error (no second paid call) unless the user
                                      passes --retry-failed.
@@ -27,20 +30,29 @@ Identical requests (same key) asked for while one is in flight are sent once and
 Durability: each answer is committed to the ledger before the engine hands it on, so a killed
 process loses no answered call (see `ledger.py` for what WAL + synchronous=NORMAL guarantees).
 Ctrl-C during `run`: no new call starts; calls already at the provider get `grace_s` seconds to
-come back and be recorded; the rest are abandoned (a re-run makes them again). Callers of `call`
-that cancel their own tasks abandon those calls.
+come back and be recorded; the rest are abandoned (a re-run makes them again). Pipelines that use
+`call`/`outcome` under the stage runner get the same: the runner closes the `CallGate` of its
+context (every engine in that context then refuses to *start* a request, raising CallAbandoned)
+and waits up to its grace period before cancelling what is still at the provider.
+
+Rate limits belong to an endpoint, not to a role: every engine of one event loop that talks to the
+same (provider, base URL, model) shares one rpm and one tpm bucket (`endpoint_limits`), so a model
+used as captioner and reasoner sees `--rpm` in total. A role may add its own, stricter buckets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-import random
 import time
+import weakref
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from typing import Any, AsyncGenerator, Callable, Iterable
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from vau_annotate.annotate.backends.base import Backend, BackendError, ErrorClass, Request, Result
 from vau_annotate.annotate.ledger import CallRecord, Ledger, call_key
@@ -61,8 +73,38 @@ class RunStopped(Exception):
         self.error = error
 
 
-class _Abandoned(Exception):
-    """Raised inside a call task that must not start a request because the run is closing."""
+class CallAbandoned(Exception):
+    """Raised by a call that must not start a request because the run is closing (Ctrl-C).
+
+    Not a BackendError: a stage does not turn it into a reject; the item stays pending.
+    """
+
+
+class TransientFailure(Exception):
+    """A call that failed for a transient reason (429, 5xx, timeout, connection) after every retry.
+
+    Not a BackendError on purpose: stages turn BackendErrors into rejects, but an outage is not the
+    item's fault. The stage runner leaves the item pending and a plain re-run tries it again.
+    """
+
+    def __init__(self, error: BackendError, item: str = "") -> None:
+        super().__init__(f"{error} [{error.code}] (after every retry)")
+        self.error = error
+        self.item = item
+
+
+class CallGate:
+    """Whether new requests may start. The stage runner closes it on Ctrl-C (or a fatal stop)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# the gate of the stage run this task belongs to (tasks inherit it from the runner's workers)
+CALL_GATE: contextvars.ContextVar[CallGate | None] = contextvars.ContextVar("vau_annotate_call_gate", default=None)
 
 
 @dataclass(frozen=True)
@@ -159,6 +201,65 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + amount)
 
 
+Endpoint = tuple[str, str, str]  # (provider, base URL or "", model): what a provider rate-limits
+
+
+class RateLimits:
+    """An rpm and a tpm bucket (either may be absent).
+
+    rpm: capacity 1 spaces requests evenly (no bursts at start-up or after a pause);
+    tpm: one second's worth, so a burst never exceeds what the provider refills per second.
+    """
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None) -> None:
+        self.rpm = TokenBucket(rpm / 60.0, 1.0) if rpm else None
+        self.tpm = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0)) if tpm else None
+
+    def tighten(self, rpm: float | None, tpm: float | None) -> None:
+        """Two roles asked for different limits on one endpoint: the stricter one holds for both."""
+        for name, per_minute in (("rpm", rpm), ("tpm", tpm)):
+            if not per_minute:
+                continue
+            bucket: TokenBucket | None = getattr(self, name)
+            if bucket is None:
+                setattr(self, name, getattr(RateLimits(**{name: per_minute}), name))
+            elif per_minute / 60.0 < bucket.rate:
+                bucket.rate = per_minute / 60.0
+
+
+# per event loop (asyncio locks belong to one loop), per endpoint: the buckets every role shares
+_ENDPOINT_LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Endpoint, RateLimits]] = weakref.WeakKeyDictionary()
+
+
+def endpoint_limits(endpoint: Endpoint, rpm: float | None, tpm: float | None) -> RateLimits:
+    """The shared buckets of an endpoint in the running event loop (created on first use)."""
+    table = _ENDPOINT_LIMITS.setdefault(asyncio.get_running_loop(), {})
+    limits = table.get(endpoint)
+    if limits is None:
+        limits = table[endpoint] = RateLimits(rpm, tpm)
+    else:
+        limits.tighten(rpm, tpm)
+    return limits
+
+
+class _WaitAtLeastRetryAfter:
+    """tenacity wait: full jitter over an exponential ceiling, never less than the server asked for."""
+
+    def __init__(self, base_delay: float, max_delay: float) -> None:
+        self.jitter = wait_random_exponential(multiplier=base_delay, max=max_delay)
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = float(self.jitter(state))
+        error = state.outcome.exception() if state.outcome is not None else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(delay, retry_after) if retry_after is not None else delay
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Retry transient failures; a backend bug (`unexpected:`) fails now rather than loop."""
+    return isinstance(exc, BackendError) and exc.retryable and not exc.code.startswith("unexpected:")
+
+
 class Engine:
     """Runs model calls for one stage against one backend, with the ledger as cache and record."""
 
@@ -171,6 +272,8 @@ class Engine:
         concurrency: int = 8,
         rpm: float | None = None,
         tpm: float | None = None,
+        role_rpm: float | None = None,
+        role_tpm: float | None = None,
         max_attempts: int = 6,
         base_delay: float = 1.0,
         max_delay: float = 60.0,
@@ -199,10 +302,11 @@ class Engine:
             self.provider, self.model, getattr(backend, "base_url", None)
         )
         self.usage = Usage()
-        # rpm: capacity 1 spaces requests evenly (no bursts at start-up or after a pause);
-        # tpm: one second's worth, so a burst never exceeds what the provider refills per second.
-        self._rpm = TokenBucket(rpm / 60.0, 1.0) if rpm else None
-        self._tpm = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0)) if tpm else None
+        self.endpoint: Endpoint = (self.provider, str(getattr(backend, "base_url", None) or ""), self.model)
+        self._endpoint_rates = (rpm, tpm)
+        self._role_limits = RateLimits(role_rpm, role_tpm)  # this role's own cap, on top of the endpoint's
+        self._limits: list[RateLimits] | None = None  # resolved inside the event loop on first use
+        self._wait = _WaitAtLeastRetryAfter(base_delay, max_delay)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._calling: set[asyncio.Task[object]] = set()
@@ -217,9 +321,10 @@ class Engine:
         return call_key(self.provider, self.model, request)
 
     async def call(self, item: str, request: Request) -> Result:
-        """One call for a pipeline: the result, or the BackendError that failed it.
+        """One call for a pipeline: the result, or the BackendError that failed it for good.
 
-        Raises RunStopped on a fatal error (this call's or an earlier one's).
+        Raises TransientFailure when it failed for a transient reason after every retry (the item
+        should stay pending), CallAbandoned when the run is closing, RunStopped on a fatal error.
         """
         outcome = await self.outcome(item, request)
         if outcome.error is not None:
@@ -228,7 +333,10 @@ class Engine:
         return outcome.result
 
     async def outcome(self, item: str, request: Request) -> Outcome:
-        """Like `call`, but failures come back as an Outcome instead of an exception."""
+        """Like `call`, but a permanent failure comes back as an Outcome instead of an exception.
+
+        A transient one still raises TransientFailure: no outcome of it may become a reject.
+        """
         if self._stopped is not None:
             raise self._stopped
         key = self.key(request)
@@ -236,6 +344,8 @@ class Engine:
         if outcome is None:
             outcome = await self._execute(item, request, key)
         self._notify(outcome)
+        if outcome.error is not None and outcome.error.retryable:
+            raise TransientFailure(outcome.error, item)
         return outcome
 
     async def run(self, requests: Iterable[tuple[str, Request]]) -> AsyncGenerator[Outcome, None]:
@@ -284,7 +394,9 @@ class Engine:
                 for outcome in _results(done):
                     self._notify(outcome)
                     yield outcome
-        except (asyncio.CancelledError, KeyboardInterrupt):
+        except (asyncio.CancelledError, KeyboardInterrupt, RunStopped):
+            # Ctrl-C, or a fatal answer: calls already at the provider get grace_s to land (and,
+            # after a fatal answer, to have their own failures counted) before the rest is cancelled
             await self._drain(active)
             raise
         finally:
@@ -451,24 +563,39 @@ class Engine:
             del self._inflight[key]
 
     async def _attempts(self, item: str, request: Request, key: str) -> Outcome:
-        errors: list[tuple[str, str]] = []
-        attempt = 0
-        while True:
-            attempt += 1
-            result, error = await self._one_request(request)
-            if error is None:
-                assert result is not None
-                return self._record_answer(item, request, key, result, attempt, errors)
-            errors.append((error.error_class.value, error.code))
-            self.usage.errors[f"{error.error_class.value}:{error.code}"] += 1
-            if error.error_class is ErrorClass.FATAL:
-                self._stop(error, errors)
-            if not error.retryable or attempt >= self.max_attempts or error.code.startswith("unexpected:"):
-                return self._record_failure(item, request, key, error, attempt, errors)
-            await asyncio.sleep(self.backoff(attempt, error.retry_after))
+        """The retry policy (tenacity) around single requests; the ledger records how it ended.
 
-    async def _one_request(self, request: Request) -> tuple[Result | None, BackendError | None]:
-        """One request under the concurrency and rate limits; failures come back classified."""
+        The first attempt runs before tenacity: most calls succeed at once, and a tenacity loop
+        costs about as much CPU per call as the rest of the engine. When it fails, tenacity takes
+        over with that failure as its attempt 1 (replayed, not re-sent), so waits, retry_after and
+        the attempt limit are tenacity's alone.
+        """
+        errors: list[tuple[str, str]] = []
+        try:
+            result = await self._one_request(request, errors)
+        except BackendError as error:
+            if not _worth_retrying(error) or self.max_attempts < 2:
+                return self._record_failure(item, request, key, error, len(errors), errors)
+            first: list[BackendError] = [error]
+        else:
+            return self._record_answer(item, request, key, result, 1, errors)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts), wait=self._wait, retry=retry_if_exception(_worth_retrying),
+            sleep=asyncio.sleep, reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if first:
+                        raise first.pop()  # attempt 1, already made above
+                    result = await self._one_request(request, errors)
+        except BackendError as error:
+            return self._record_failure(item, request, key, error, len(errors), errors)
+        return self._record_answer(item, request, key, result, len(errors) + 1, errors)
+
+    async def _one_request(self, request: Request, errors: list[tuple[str, str]]) -> Result:
+        """One request under the concurrency and rate limits; a failure is counted, classified and
+        raised (a fatal one as RunStopped)."""
         self._check_open()
         async with self._semaphore:
             self._check_open()
@@ -488,27 +615,41 @@ class Engine:
                 error = self._classify_unexpected(exc)
             finally:
                 self._calling.discard(task)
-                if self._tpm is not None:
-                    used = (result.input_tokens + result.output_tokens) if result else 0
-                    self._tpm.give_back(reserved - used)
-            return result, error
+                used = (result.input_tokens + result.output_tokens) if result else 0
+                for limits in self._limits or ():
+                    if limits.tpm is not None:
+                        limits.tpm.give_back(reserved - used)
+        if error is not None:
+            errors.append((error.error_class.value, error.code))
+            self.usage.errors[f"{error.error_class.value}:{error.code}"] += 1
+            if error.error_class is ErrorClass.FATAL:
+                self._stop(error, errors)
+            raise error
+        assert result is not None
+        return result
 
     async def _throttle(self, request: Request) -> float:
-        """Wait for the rate limits; returns the tokens reserved against tpm."""
-        if self._rpm is not None:
-            await self._rpm.acquire(1.0)
-        if self._tpm is None:
+        """Wait for the endpoint's (and this role's) rate limits; returns the tokens reserved against tpm."""
+        if self._limits is None:
+            shared = endpoint_limits(self.endpoint, *self._endpoint_rates)
+            self._limits = [limits for limits in (shared, self._role_limits) if limits.rpm or limits.tpm]
+        for limits in self._limits:
+            if limits.rpm is not None:
+                await limits.rpm.acquire(1.0)
+        if not any(limits.tpm for limits in self._limits):
             return 0.0
         reserve = estimate_tokens(request, self.provider, self.model, count_text=self.count_text) + request.params.max_tokens
-        await self._tpm.acquire(reserve)
+        for limits in self._limits:
+            if limits.tpm is not None:
+                await limits.tpm.acquire(reserve)
         return float(reserve)
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Full jitter over an exponential ceiling, but never less than the server asked for."""
-        delay = random.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-        if retry_after is not None and retry_after > delay:
-            delay = retry_after
-        return delay
+        """The wait before retry number `attempt` (the same tenacity wait the retry loop uses)."""
+        state = RetryCallState(retry_object=AsyncRetrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = attempt
+        state.set_exception((BackendError, BackendError("", ErrorClass.RETRYABLE, retry_after=retry_after), None))
+        return self._wait(state)
 
     def _classify_unexpected(self, exc: Exception) -> BackendError:
         if isinstance(exc, (TimeoutError, ConnectionError)):
@@ -523,15 +664,16 @@ class Engine:
     def _check_open(self) -> None:
         if self._stopped is not None:
             raise self._stopped
-        if self._closing:
-            raise _Abandoned()
+        gate = CALL_GATE.get()
+        if self._closing or (gate is not None and gate.closed):
+            raise CallAbandoned()
 
     def _stop(self, error: BackendError, errors: list[tuple[str, str]]) -> None:
         """A fatal error: count it, refuse every further call, and raise RunStopped."""
         self.ledger.add_errors(self.stage, self.provider, self.model, errors)
         if self._stopped is None:
             self._stopped = RunStopped(
-                f"the run stopped: {self.provider}:{self.model} answered {error} [{error.code}]. "
+                f"{self.provider}:{self.model} answered {error} [{error.code}]. "
                 "No retry can fix this (check the API key, billing or quota). Everything answered so "
                 "far is in the ledger: run the same command again to continue.",
                 error,
@@ -565,7 +707,7 @@ def _results(done: Iterable[asyncio.Task[Outcome]]) -> list[Outcome]:
         exc = task.exception()
         if exc is None:
             outcomes.append(task.result())
-        elif isinstance(exc, _Abandoned):
+        elif isinstance(exc, CallAbandoned):
             continue
         elif failure is None or isinstance(exc, RunStopped):
             failure = exc

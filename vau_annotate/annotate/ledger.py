@@ -19,6 +19,13 @@ Tables
             retried ones included, so `status` can show what went wrong across runs.
     hits    per (stage, provider, model): how many calls were answered from this ledger.
     items   per (stage, item): pending / done / rejected, for pipelines that resume.
+    rejects one row per reject (stage, item, reason, detail JSON), in the order they happened;
+            an item may have several (e.g. one per sampling policy). The one source of truth for
+            rejects: a reject and its item's "rejected" status are one transaction, and
+            `rejects.jsonl` is rendered from this table (see rundir.py).
+    unstored per (stage, provider, model): requests sent whose call has no row in `calls` (the
+            attempts of a call that stopped the run), so `status` counts every request.
+    meta    small facts about the ledger itself (e.g. that an older rejects.jsonl was imported).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 from vau_annotate.annotate.backends.base import ImagePart, Request, TextPart, VideoPart
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rejects, unstored and meta tables (created on open; a v1 file gains them)
 ITEM_STATUSES = ("pending", "done", "rejected")
 
 _SCHEMA = """
@@ -83,7 +90,36 @@ CREATE TABLE IF NOT EXISTS items (
     updated REAL NOT NULL,
     PRIMARY KEY (stage, item)
 );
+CREATE TABLE IF NOT EXISTS rejects (
+    stage TEXT NOT NULL,
+    item TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    time TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS rejects_item ON rejects (stage, item);
+CREATE TABLE IF NOT EXISTS unstored (
+    stage TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stage, provider, model)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+
+class RejectRow(NamedTuple):
+    """One row of `rejects` (detail as JSON text; rundir.py turns it into a RejectRecord)."""
+
+    stage: str
+    item: str
+    reason: str
+    detail: str = "{}"
+    time: str = ""
 
 
 class CallRecord(NamedTuple):
@@ -268,11 +304,18 @@ class Ledger:
             conn.execute(_UPSERT_CALL, record)
             _add_errors(conn, record.stage, record.provider, record.model, errors)
 
-    def add_errors(self, stage: str, provider: str, model: str, errors: Iterable[tuple[str, str]]) -> None:
-        """Count failed attempts that belong to no stored call (e.g. the one that stopped the run)."""
+    def add_errors(self, stage: str, provider: str, model: str, errors: Sequence[tuple[str, str]], *, unstored: bool = True) -> None:
+        """Count failed attempts that belong to no stored call (e.g. the one that stopped the run);
+        with `unstored`, they are also counted as requests, since no `calls` row holds them."""
         conn = self.conn
         with _transaction(conn):
             _add_errors(conn, stage, provider, model, errors)
+            if unstored and errors:
+                conn.execute(
+                    "INSERT INTO unstored (stage, provider, model, count) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(stage, provider, model) DO UPDATE SET count = count + excluded.count",
+                    (stage, provider, model, len(errors)),
+                )
 
     def add_hits(self, counts: Mapping[tuple[str, str, str], int]) -> None:
         """Add cache-hit counts per (stage, provider, model); the engine flushes them in batches."""
@@ -309,6 +352,12 @@ class Ledger:
                 (stage, item, status, detail, time.time()),
             )
 
+    def forget_item(self, stage: str, item: str, status: str) -> None:
+        """Drop an item's row if it has this status (e.g. "pending" once the item is done)."""
+        conn = self.conn
+        with _transaction(conn):
+            conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = ?", (stage, item, status))
+
     def item_status(self, stage: str, item: str) -> str | None:
         row = self.conn.execute("SELECT status FROM items WHERE stage = ? AND item = ?", (stage, item)).fetchone()
         return row[0] if row else None
@@ -328,13 +377,71 @@ class Ledger:
             out.setdefault(stage, {})[status] = n
         return out
 
+    # rejects ---------------------------------------------------------------------------
+    def add_rejects(self, rows: Iterable[RejectRow]) -> None:
+        """Record rejects and mark their items rejected, all in one transaction."""
+        rows = list(rows)
+        if not rows:
+            return
+        now = time.time()
+        conn = self.conn
+        with _transaction(conn):
+            conn.executemany("INSERT INTO rejects (stage, item, reason, detail, time) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO items (stage, item, status, detail, updated) VALUES (?, ?, 'rejected', ?, ?) "
+                "ON CONFLICT(stage, item) DO UPDATE SET status = 'rejected', detail = excluded.detail, updated = excluded.updated",
+                [(row.stage, row.item, row.reason, now) for row in rows],
+            )
+
+    def clear_rejects(self, stage: str, items: Iterable[str] | None = None, detail: Mapping[str, Any] | None = None) -> int:
+        """Forget rejects of a stage — all, those of the given items, and/or only those whose detail
+        has every key/value of `detail` (e.g. one sampling policy's) — so those items run again.
+        An item whose last reject goes is no longer "rejected"."""
+        wanted = None if items is None else set(items)
+        conn = self.conn
+        with _transaction(conn):
+            doomed: list[tuple[int, str]] = []
+            for rowid, item, text in conn.execute("SELECT rowid, item, detail FROM rejects WHERE stage = ?", (stage,)):
+                if wanted is not None and item not in wanted:
+                    continue
+                if detail and not _detail_matches(text, detail):
+                    continue
+                doomed.append((rowid, item))
+            conn.executemany("DELETE FROM rejects WHERE rowid = ?", [(rowid,) for rowid, _ in doomed])
+            for item in {item for _, item in doomed}:
+                if conn.execute("SELECT 1 FROM rejects WHERE stage = ? AND item = ? LIMIT 1", (stage, item)).fetchone() is None:
+                    conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = 'rejected'", (stage, item))
+            return len(doomed)
+
+    def rejects(self, stage: str | None = None) -> list[RejectRow]:
+        """Reject rows in the order they happened (all stages, or one)."""
+        sql = "SELECT stage, item, reason, detail, time FROM rejects"
+        args: tuple[Any, ...] = ()
+        if stage is not None:
+            sql += " WHERE stage = ?"
+            args = (stage,)
+        return [RejectRow._make(row) for row in self.conn.execute(sql + " ORDER BY rowid", args)]
+
+    def rejected_items(self, stage: str) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT DISTINCT item FROM rejects WHERE stage = ?", (stage,))}
+
+    def get_meta(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        conn = self.conn
+        with _transaction(conn):
+            conn.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
     # usage -----------------------------------------------------------------------------
     def usage_summary(self) -> list[dict[str, Any]]:
         """One row per (stage, provider, model): requests, answers, cache hits, tokens, cost, failures.
 
-        `requests` counts every request sent (retries included); `answered`/`failed` count distinct
-        calls by their current state; `failures` is calls failed now, by error class; `errors`
-        counts every failed attempt by `class:code`, retried ones included. Rows are plain data
+        `requests` counts every request sent (retries included, and the attempts of a call that
+        stopped the run, which has no `calls` row); `answered`/`failed` count distinct calls by
+        their current state; `failures` is calls failed now, by error class; `errors` counts every
+        failed attempt by `class:code`, retried ones included, and `failed_attempts` is their sum. Rows are plain data
         so `status --json` can print them as they are.
         """
         groups: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -360,6 +467,10 @@ class Ledger:
             _group(groups, stage, provider, model)["errors"][f"{error_class}:{code}"] = n
         for stage, provider, model, n in conn.execute("SELECT stage, provider, model, count FROM hits"):
             _group(groups, stage, provider, model)["cache_hits"] += n
+        for stage, provider, model, n in conn.execute("SELECT stage, provider, model, count FROM unstored"):
+            _group(groups, stage, provider, model)["requests"] += n
+        for group in groups.values():
+            group["failed_attempts"] = sum(group["errors"].values())
         return [groups[k] for k in sorted(groups)]
 
     def usage_totals(self) -> dict[str, Any]:
@@ -384,6 +495,14 @@ class _transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
+def _detail_matches(text: str, wanted: Mapping[str, Any]) -> bool:
+    try:
+        detail = json.loads(text or "{}")
+    except ValueError:
+        return False
+    return isinstance(detail, dict) and all(detail.get(k) == v for k, v in wanted.items())
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run DDL statements one by one (executescript would COMMIT our open transaction)."""
     for statement in script.split(";"):
@@ -406,7 +525,7 @@ def _add_errors(conn: sqlite3.Connection, stage: str, provider: str, model: str,
 def _empty_group(stage: str, provider: str, model: str) -> dict[str, Any]:
     return {
         "stage": stage, "provider": provider, "model": model, "requests": 0, "answered": 0, "cache_hits": 0,
-        "failed": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0, "failures": {}, "errors": {},
+        "failed": 0, "failed_attempts": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0, "failures": {}, "errors": {},
     }
 
 
@@ -422,7 +541,7 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("stage", "provider", "model"):
         del total[key]
     for row in rows:
-        for key in ("answered", "failed", "requests", "cache_hits", "input_tokens", "output_tokens", "cost"):
+        for key in ("answered", "failed", "failed_attempts", "requests", "cache_hits", "input_tokens", "output_tokens", "cost"):
             total[key] += row[key]
         for key in ("failures", "errors"):
             for name, n in row[key].items():

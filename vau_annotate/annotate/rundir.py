@@ -3,6 +3,13 @@
 Every stage reads and writes its files through `RunDir` so that paths, atomic writes and the
 reject log follow one convention: `run.json`, `manifest.parquet`, `frames/`, `ledger.sqlite`,
 `rejects.jsonl`, `dataset/`, `report.html`.
+
+Rejects live in the ledger (`rejects` table), where a reject and its item's "rejected" status are
+one transaction; `rejects.jsonl` is a rendering of that table for people and other tools. A line is
+appended after each commit, and the whole file is rendered again whenever it may be stale (a stage
+starts, rejects are cleared), so a kill between the commit and the append loses nothing: the tool
+itself reads rejects from the ledger. A run made by an older version (rejects only in the jsonl)
+has its lines imported into the ledger once, the first time they are needed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from vau_annotate import __version__
+from vau_annotate.annotate.ledger import Ledger, RejectRow
 from vau_annotate.schemas import FrameSet, RejectRecord, RunMeta, VideoRecord
 from vau_annotate.schemas.run import StageRun, utc_now
 
@@ -54,6 +62,7 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._ledger: Ledger | None = None  # opened on first use; each use closes its connection
 
     # paths -----------------------------------------------------------------
     @property
@@ -147,14 +156,67 @@ class RunDir:
         return done
 
     # rejects ---------------------------------------------------------------
+    def ledger(self) -> Ledger:
+        """The run's ledger, with any rejects of an older rejects.jsonl imported (use it with `with`)."""
+        if self._ledger is None:
+            ledger = Ledger(self.ledger_path)
+            if ledger.get_meta(_IMPORTED) is None:
+                ledger.add_rejects(_row(r) for r in self._read_rejects_jsonl())
+                ledger.set_meta(_IMPORTED, utc_now())
+            self._ledger = ledger
+        return self._ledger
+
     def add_reject(self, item: str, stage: str, reason: str, **detail: Any) -> RejectRecord:
+        """Record a reject (committed to the ledger first), then append its line to rejects.jsonl."""
         record = RejectRecord(item=item, stage=stage, reason=reason, detail=detail)
-        self.root.mkdir(parents=True, exist_ok=True)
+        with self.ledger() as ledger:
+            ledger.add_rejects([_row(record)])
         with self.rejects_path.open("a", encoding="utf-8") as fh:
             fh.write(record.model_dump_json() + "\n")
         return record
 
-    def load_rejects(self) -> list[RejectRecord]:
+    def load_rejects(self, stage: str | None = None) -> list[RejectRecord]:
+        """Every reject (of one stage, or all) in the order they happened, from the ledger."""
+        if not self.ledger_path.exists():
+            return [r for r in self._read_rejects_jsonl() if stage is None or r.stage == stage]
+        with self.ledger() as ledger:
+            return [_record(row) for row in ledger.rejects(stage)]
+
+    def rejected_items(self, stage: str) -> set[str]:
+        """Items of a stage that stand rejected (they count as done until --retry-rejected)."""
+        if not self.ledger_path.exists() and not self.rejects_path.exists():
+            return set()
+        with self.ledger() as ledger:
+            return ledger.rejected_items(stage)
+
+    def pending_items(self, stage: str) -> set[str]:
+        """Items of a stage left pending after a transient failure (a plain re-run tries them)."""
+        if not self.ledger_path.exists():
+            return set()
+        with self.ledger() as ledger:
+            return set(ledger.items(stage, "pending"))
+
+    def clear_rejects(self, stage: str, items: set[str] | None = None, detail: dict[str, Any] | None = None) -> None:
+        """Drop earlier rejects of a stage (for the given items, or all; only those whose detail
+        matches `detail`, e.g. one sampling policy's) before it runs again."""
+        if not self.ledger_path.exists() and not self.rejects_path.exists():
+            return
+        with self.ledger() as ledger:
+            ledger.clear_rejects(stage, items, detail)
+        self.render_rejects()
+
+    def render_rejects(self) -> None:
+        """Write rejects.jsonl again from the ledger (atomically), so it says what the ledger says."""
+        if not self.ledger_path.exists() and not self.rejects_path.exists():
+            return
+        records = self.load_rejects()
+        if records or self.rejects_path.exists():
+            atomic_write_text(self.rejects_path, "".join(r.model_dump_json() + "\n" for r in records))
+
+    def reject_summary(self) -> Counter[tuple[str, str]]:
+        return Counter((r.stage, r.reason.split(":")[0]) for r in self.load_rejects())
+
+    def _read_rejects_jsonl(self) -> list[RejectRecord]:
         if not self.rejects_path.exists():
             return []
         out = []
@@ -163,13 +225,16 @@ class RunDir:
                 out.append(RejectRecord.model_validate_json(line))
         return out
 
-    def clear_rejects(self, stage: str, items: set[str] | None = None) -> None:
-        """Drop earlier rejects of a stage (for the given items, or all) before it runs again."""
-        kept = [r for r in self.load_rejects() if not (r.stage == stage and (items is None or r.item in items))]
-        atomic_write_text(self.rejects_path, "".join(r.model_dump_json() + "\n" for r in kept))
 
-    def reject_summary(self) -> Counter[tuple[str, str]]:
-        return Counter((r.stage, r.reason.split(":")[0]) for r in self.load_rejects())
+_IMPORTED = "rejects_jsonl_imported"
+
+
+def _row(record: RejectRecord) -> RejectRow:
+    return RejectRow(record.stage, record.item, record.reason, json.dumps(record.detail, default=str), record.time)
+
+
+def _record(row: RejectRow) -> RejectRecord:
+    return RejectRecord(item=row.item, stage=row.stage, reason=row.reason, detail=json.loads(row.detail or "{}"), time=row.time or utc_now())
 
 
 def safe_name(video_id: str) -> str:

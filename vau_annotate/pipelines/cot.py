@@ -137,11 +137,7 @@ def run_cot(run: Path, options: CotOptions) -> StageSummary:
         counts, usage = asyncio.run(_run_videos(rd, videos, options, ledger, gates, taxonomy))
     finally:
         ledger.close()
-    summary.counts.update(accepted=counts.accepted, repaired=counts.repaired, rejected=counts.rejected, **{"already done": counts.skipped})
-    summary.counts.update({"calls made": usage["calls"], "calls from ledger": usage["cache_hits"],
-                           "input tokens": usage["input_tokens"], "output tokens": usage["output_tokens"]})
-    summary.notes.append(f"cost of this run: ${usage['cost']:.4f}")
-    summary.rejected = counts.rejected
+    summary.add_run_counts(counts)
     hashes = {**rd.load_meta().prompt_hashes, **{n: load_prompt(n).hash for n in cot_prompt_names()}}
     rd.record_stage(STAGE, options.recorded(), dict(summary.counts), prompt_hashes=hashes)
     return summary

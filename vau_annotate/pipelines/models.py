@@ -2,16 +2,22 @@
 
 build-cot and reflect both open backends from specs and wrap each in an Engine over the run's
 ledger; the knobs a user needs for that — a price file, retrying permanent failures, how a video
-travels to an OpenAI-compatible server, the per-call timeout — live here once.
+travels to an OpenAI-compatible server, the timeouts, per-role rate limits — live here once.
+
+Rate limits: `--rpm`/`--tpm` hold per endpoint (provider, base URL, model), shared by every role
+that uses it (the Engine keeps the buckets); `--role-limit ROLE:rpm=N` (or tpm=N) adds a cap of
+that role's own on top, e.g. to keep the captioner from starving the reasoner on one server.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vau_annotate.annotate.backends import BackendError, ErrorClass, load_backend
+from vau_annotate.annotate.backends.base import DEFAULT_CONNECT_TIMEOUT_S
 from vau_annotate.annotate.engine import Engine, RunStopped
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.pricing import PriceTable
@@ -26,14 +32,41 @@ class ModelAccess:
     prices: Path | None = None
     retry_failed: bool = False
     video_mode: str = "video_url"
-    timeout: float = 120.0
+    timeout: float | None = None  # seconds a call may take once connected; None: sized by max_tokens
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    role_limits: tuple[tuple[str, str, float], ...] = ()  # (role, "rpm" | "tpm", per minute)
 
     def backend_options(self) -> dict[str, Any]:
-        return {"video_mode": self.video_mode, "timeout": self.timeout}
+        return {"video_mode": self.video_mode, "timeout": self.timeout, "connect_timeout": self.connect_timeout}
+
+    def role_limit(self, role: str, kind: str) -> float | None:
+        """The stricter of the caps given for this role, or None."""
+        values = [value for r, k, value in self.role_limits if r == role and k == kind]
+        return min(values) if values else None
 
     def recorded(self) -> dict[str, Any]:
         return {"prices": str(self.prices) if self.prices else None, "retry_failed": self.retry_failed,
-                "video_mode": self.video_mode, "timeout": self.timeout}
+                "video_mode": self.video_mode, "timeout": self.timeout, "connect_timeout": self.connect_timeout,
+                "role_limits": [f"{role}:{kind}={value:g}" for role, kind, value in self.role_limits]}
+
+
+_ROLE_LIMIT = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(rpm|tpm)\s*=\s*([0-9]*\.?[0-9]+)\s*$")
+
+
+def parse_role_limits(texts: list[str] | tuple[str, ...], roles: tuple[str, ...]) -> tuple[tuple[str, str, float], ...]:
+    """`ROLE:rpm=N` / `ROLE:tpm=N` options as tuples; ValueError names what is wrong."""
+    out = []
+    for text in texts:
+        match = _ROLE_LIMIT.match(text)
+        if match is None:
+            raise ValueError(f"--role-limit {text!r}: expected ROLE:rpm=N or ROLE:tpm=N (roles: {', '.join(roles)})")
+        role, kind, value = match.group(1), match.group(2), float(match.group(3))
+        if role not in roles:
+            raise ValueError(f"--role-limit {text!r}: unknown role {role!r} (roles: {', '.join(roles)})")
+        if value <= 0:
+            raise ValueError(f"--role-limit {text!r}: the limit must be positive")
+        out.append((role, kind, value))
+    return tuple(out)
 
 
 def open_backend(spec: str, access: ModelAccess, **extra: Any) -> Any:
@@ -42,13 +75,17 @@ def open_backend(spec: str, access: ModelAccess, **extra: Any) -> Any:
         return load_backend(spec, **{**access.backend_options(), **extra})
     except BackendError as exc:
         if exc.error_class is ErrorClass.FATAL:
-            raise RunStopped(f"the run stopped: {exc}", exc) from None
+            raise RunStopped(str(exc), exc) from None
         raise
 
 
 def make_engine(stage: str, backend: Any, ledger: Ledger, access: ModelAccess, *, concurrency: int, rpm: float | None, tpm: float | None) -> Engine:
-    """An engine for one model role of a stage, priced by the bundled table merged with --prices."""
+    """An engine for one model role of a stage (`stage` is "STAGE:ROLE"), priced by the bundled table
+    merged with --prices. rpm/tpm are the endpoint's (shared with every role on it); the role's
+    own caps come from --role-limit."""
+    role = stage.rsplit(":", 1)[-1]
     return Engine(
         backend, ledger, stage=stage, concurrency=concurrency, rpm=rpm, tpm=tpm,
+        role_rpm=access.role_limit(role, "rpm"), role_tpm=access.role_limit(role, "tpm"),
         prices=PriceTable.load(access.prices), retry_failed=access.retry_failed,
     )

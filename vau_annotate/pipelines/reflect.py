@@ -240,8 +240,7 @@ def run_reflect(run: Path, options: ReflectOptions) -> StageSummary:
         counts = asyncio.run(_run_items(rd, items, options, ledger, gates))
     finally:
         ledger.close()
-    summary.counts.update(accepted=counts.accepted, repaired=counts.repaired, rejected=counts.rejected, **{"already done": counts.skipped})
-    summary.rejected = counts.rejected
+    summary.add_run_counts(counts)
     meta = rd.load_meta()
     hashes = {**meta.prompt_hashes, **reflect_prompt_hashes(options.tasks)}
     rd.record_stage(STAGE, options.recorded(), dict(summary.counts), prompt_hashes=hashes)

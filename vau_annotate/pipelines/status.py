@@ -50,11 +50,16 @@ def _ledger_status(rd: RunDir) -> dict[str, Any]:
     ledger = Ledger(rd.ledger_path)
     try:
         out: dict[str, Any] = {"usage": ledger.usage_summary()}
-        item_status = getattr(ledger, "item_status_counts", None)
-        if item_status is not None:
-            for stage, counts in item_status().items():
-                out_stage = out.setdefault("item_stages", {})
-                out_stage[stage] = counts
+        # per model-backed stage: accepted records on disk; rejected and pending (after a transient
+        # failure) items from the ledger
+        item_counts = ledger.item_status_counts()
+        stages = set(item_counts) | {row["stage"].split(":")[0] for row in out["usage"]}
+        for stage in sorted(stages):
+            stage_dir = rd.root / stage
+            accepted = {"accepted": sum(1 for p in stage_dir.glob("*.json") if not p.name.endswith(".rejected.json"))} if stage_dir.is_dir() else {}
+            counts = {**accepted, **item_counts.get(stage, {})}
+            if counts:
+                out.setdefault("item_stages", {})[stage] = counts
         return out
     finally:
         ledger.close()
@@ -98,17 +103,24 @@ def render_status(report: dict[str, Any], console: Console) -> None:
 
 
 def usage_table(usage: list[dict[str, Any]]) -> Table:
-    """One row per stage and model; failures by class get a column only when there are any."""
-    failures = any(row["failures"] for row in usage)
+    """One row per stage and model; failures by class get a column only when there are any.
+
+    "requests" counts every request sent (retries and the ones that stopped a run included),
+    "failed attempts" every one of them that failed (a call retried 3 times before it was answered
+    has 3), "failed calls" the calls that stand failed now.
+    """
+    failures = any(row["failures"] or row.get("errors") for row in usage)
     table = Table(title="model calls")
-    columns = ["stage", "model", "calls", "cached", "failed", "tokens in", "out", "cost $"] + (["failures by class"] if failures else [])
+    columns = ["stage", "model", "requests", "cached", "failed attempts", "failed calls", "tokens in", "out", "cost $"]
+    columns += ["failed attempts by class:code"] if failures else []
     for column in columns:
-        table.add_column(column, overflow="fold", justify="left" if column in ("stage", "model", "failures by class") else "right")
+        table.add_column(column, overflow="fold", justify="left" if column in ("stage", "model", "failed attempts by class:code") else "right")
     for row in usage:
         model = f"{row['provider']}:{Path(row['model']).name if '/' in row['model'] else row['model']}"
-        cells = [row["stage"], model, str(row["requests"]), str(row["cache_hits"]), str(row["failed"]),
+        attempts = row.get("failed_attempts", sum(row.get("errors", {}).values()))
+        cells = [row["stage"], model, str(row["requests"]), str(row["cache_hits"]), str(attempts), str(row["failed"]),
                  f"{row['input_tokens']:,}", f"{row['output_tokens']:,}", f"{row['cost']:.4f}"]
-        table.add_row(*cells, *([_fmt(row["failures"])] if failures else []))
+        table.add_row(*cells, *([_fmt(row.get("errors") or row["failures"])] if failures else []))
     return table
 
 

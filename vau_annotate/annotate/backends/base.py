@@ -93,6 +93,23 @@ class Result:
     latency_s: float
 
 
+# Timeouts of hosted calls. Connecting is quick or never: a dead host should cost seconds, not the
+# reply's budget. A non-streaming reply arrives whole, after the model wrote every token, so the read
+# budget covers queueing and prefill (VLM frames) plus max_tokens at a slow decode rate; a hung
+# request then costs ~40-80 s for 256-1024 tokens instead of a flat 120 s.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_FLOOR_S = 30.0
+SLOW_DECODE_TOKENS_PER_S = 20.0
+
+
+def read_timeout_for(request: Request, fixed: float | None = None) -> float:
+    """Seconds a call may take once connected: `fixed` when the user gave one (--timeout), else
+    the floor plus max_tokens at the slow decode rate."""
+    if fixed:
+        return float(fixed)
+    return READ_TIMEOUT_FLOOR_S + request.params.max_tokens / SLOW_DECODE_TOKENS_PER_S
+
+
 class ErrorClass(str, Enum):
     """How the engine treats a failure."""
 

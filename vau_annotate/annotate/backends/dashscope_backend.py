@@ -42,6 +42,7 @@ from vau_annotate.annotate.backends.base import (
     Request,
     Result,
     TextPart,
+    read_timeout_for,
 )
 from vau_annotate.annotate.backends.registry import ModelSpec
 
@@ -71,7 +72,7 @@ def create(
     spec: ModelSpec,
     *,
     api_key_env: str = "DASHSCOPE_API_KEY",
-    timeout: float = 60.0,
+    timeout: float | None = None,
     endpoint: str = "auto",
     **_: Any,
 ) -> DashScopeBackend:
@@ -113,12 +114,14 @@ class DashScopeBackend:
         base_url: str | None,
         api_key: str,
         api_key_env: str,
-        timeout: float,
+        timeout: float | None = None,
         endpoint: str = "auto",
     ) -> None:
         self.model = model
         self.base_url = base_url
-        self.timeout = float(timeout)
+        # None: sized per request (read_timeout_for). The SDK gives aiohttp one total timeout per
+        # request, which replaces any connect timeout of the session, so there is no split here.
+        self.timeout = float(timeout) if timeout else None
         self.endpoint = endpoint
         self._api_key_env = api_key_env
         self._secret = api_key
@@ -131,13 +134,14 @@ class DashScopeBackend:
         multimodal = self._wants_multimodal(request)
         api = AioMultiModalConversation if multimodal else AioGeneration
         kwargs = self._call_kwargs(request, multimodal, await self._get_session())
+        budget = kwargs["request_timeout"]
         started = time.perf_counter()
         try:
             # the SDK's aiohttp timeout is total, but it retries once on a dropped connection;
             # non-streaming, so the answer is one *Response, never the generator the stubs allow
-            response: Any = await asyncio.wait_for(api.call(**kwargs), self.timeout)
+            response: Any = await asyncio.wait_for(api.call(**kwargs), budget)
         except asyncio.TimeoutError:
-            raise BackendError(f"dashscope: no answer within {self.timeout:g} s", ErrorClass.RETRYABLE, code="timeout") from None
+            raise BackendError(f"dashscope: no answer within {budget:g} s", ErrorClass.RETRYABLE, code="timeout") from None
         except Exception as exc:  # the SDK raises transport errors raw; classify every one
             raise classify_exception(exc, secret=self._secret) from None
         latency = time.perf_counter() - started
@@ -177,7 +181,7 @@ class DashScopeBackend:
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "request_timeout": self.timeout,
+            "request_timeout": read_timeout_for(request, self.timeout),
             "session": session,
         }
         if self.base_url:

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - depends on the installed SDK
 
 from vau_annotate.annotate.backends._hosted import MODERATION_CODES, b64, data_url, parse_retry_after, resolve_api_key, scrub
 from vau_annotate.annotate.backends.base import (
+    DEFAULT_CONNECT_TIMEOUT_S,
     BackendError,
     ErrorClass,
     ImagePart,
@@ -39,6 +40,7 @@ from vau_annotate.annotate.backends.base import (
     Result,
     TextPart,
     VideoPart,
+    read_timeout_for,
 )
 from vau_annotate.annotate.backends.registry import ModelSpec
 
@@ -51,7 +53,8 @@ def create(
     spec: ModelSpec,
     *,
     api_key_env: str = "OPENAI_API_KEY",
-    timeout: float = 60.0,
+    timeout: float | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
     video_mode: str = "video_url",
     frame_timestamps: bool = True,
     **_: Any,
@@ -66,6 +69,7 @@ def create(
         api_key=api_key,
         api_key_env=api_key_env,
         timeout=timeout,
+        connect_timeout=connect_timeout,
         video_mode=video_mode,  # type: ignore[arg-type]
         frame_timestamps=frame_timestamps,
     )
@@ -81,19 +85,23 @@ class OpenAIBackend:
         base_url: str | None,
         api_key: str,
         api_key_env: str,
-        timeout: float,
+        timeout: float | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
         video_mode: VideoMode = "video_url",
         frame_timestamps: bool = True,
     ) -> None:
         self.model = model
         self.base_url = base_url
-        self.timeout = float(timeout)
+        self.timeout = float(timeout) if timeout else None  # None: sized per request (read_timeout_for)
+        self.connect_timeout = float(connect_timeout)
         self.video_mode: VideoMode = video_mode
         self.frame_timestamps = frame_timestamps
         self._api_key_env = api_key_env
         self._secret = api_key
+        # connect bounded here; reading is bounded per call (asyncio.timeout in generate)
+        http_timeout = openai.Timeout(None, connect=self.connect_timeout)
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=self.timeout, http_client=_http_client(self.timeout)
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=http_timeout, http_client=_http_client(http_timeout)
         )
 
     def __repr__(self) -> str:  # never shows the key
@@ -101,6 +109,7 @@ class OpenAIBackend:
 
     async def generate(self, request: Request) -> Result:
         kwargs = self._request_kwargs(request)
+        budget = read_timeout_for(request, self.timeout)
         started = time.perf_counter()
         try:
             # httpx's timeout bounds each phase; this bounds the whole call, e.g. a trickling server.
@@ -108,11 +117,11 @@ class OpenAIBackend:
             # wrappers) keeps auth, base URL, timeouts and error classes, but skips transforming the
             # body and building a pydantic model of the answer on every call — at 64 calls in
             # flight that per-call CPU, not the network, is what caps throughput on a small machine.
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(budget):
                 response = await self._client.post("/chat/completions", body=kwargs, cast_to=_http.Response)
                 completion = json.loads(await response.aread())
         except (asyncio.TimeoutError, TimeoutError):
-            raise BackendError(f"openai: no answer within {self.timeout:g} s", ErrorClass.RETRYABLE, code="timeout") from None
+            raise BackendError(f"openai: no answer within {budget:g} s", ErrorClass.RETRYABLE, code="timeout") from None
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             # `from None`: the SDK's exception carries the request, Authorization header included
             raise self._classify(exc) from None
@@ -185,7 +194,7 @@ class OpenAIBackend:
         return classify_exception(exc, secret=self._secret, api_key_env=self._api_key_env)
 
 
-def _http_client(timeout: float) -> Any:
+def _http_client(timeout: Any) -> Any:
     """aiohttp transport when installed: about half the client CPU per call of the httpx default,
     which is what limits throughput at high concurrency on small machines."""
     try:
