@@ -14,7 +14,7 @@ from vau_annotate.annotate.backends.base import ErrorClass, Message, Request, Sa
 from vau_annotate.annotate.backends.openai_backend import OpenAIBackend
 from vau_annotate.annotate.backends.openai_batch import BatchingBackend, chunk_lines
 from vau_annotate.annotate.batch_store import BatchStore, batch_summary
-from vau_annotate.annotate.engine import Engine
+from vau_annotate.annotate.engine import Engine, TransientFailure
 from vau_annotate.annotate.ledger import Ledger
 
 KEY = "sk-batch-test-secret"
@@ -44,7 +44,7 @@ async def run_calls(peer: BatchPeer, ledger_path: Path, texts: list[str], **opti
     batching = backend(peer, ledger_path, **options)
     engine = Engine(batching, Ledger(ledger_path), stage="test", concurrency=10_000, max_attempts=2, base_delay=0.01, max_delay=0.02)
     async with engine:
-        outcomes = await asyncio.gather(*(engine.outcome(f"item{i}", request(t)) for i, t in enumerate(texts)))
+        outcomes = await asyncio.gather(*(engine.outcome(f"item{i}", request(t)) for i, t in enumerate(texts)), return_exceptions=True)
     await batching.aclose()
     return outcomes, batching, engine
 
@@ -61,7 +61,9 @@ def test_one_round_is_one_job_and_answers_land_in_the_ledger(tmp_path: Path) -> 
         assert sorted(line["custom_id"] for line in lines) == sorted(engine.key(request(t)) for t in ["a cat", "a dog", "a cow"])
         assert peer.retrieves[peer.created[0]] == 3  # two in_progress polls, then completed
     # half price: the engine prices the call with the backend's factor
-    assert batching.price_factor == 0.5
+    assert engine.price_factor == 0.5
+    full = engine.price.cost(outcomes[0].result.input_tokens, outcomes[0].result.output_tokens)
+    assert outcomes[0].cost == pytest.approx(full / 2) and full > 0
     # a second run answers everything from the ledger: nothing uploaded
     with BatchPeer(echo_upper) as peer:
         outcomes, _, _ = asyncio.run(run_calls(peer, ledger, ["a cat", "a dog", "a cow"]))
@@ -127,8 +129,9 @@ def test_partial_failures_keep_their_error_classes(tmp_path: Path) -> None:
         outcomes, _, _ = asyncio.run(run_calls(peer, tmp_path / "l.sqlite", ["fine", "please refuse", "flaky now"]))
         assert outcomes[0].result.text == "FINE"
         assert outcomes[1].error.error_class is ErrorClass.PERMANENT and outcomes[1].error.code == "moderation"
-        # the 500 is retryable: it went out again in a second job, and failed again there
-        assert outcomes[2].error.error_class is ErrorClass.RETRYABLE
+        # the 500 is retryable: it went out again in a second job, failed again there, and the item
+        # is left pending (a transient failure, not a reject)
+        assert isinstance(outcomes[2], TransientFailure) and outcomes[2].error.code == "server_error"
         assert [len(u) for u in peer.uploads] == [3, 1]
         assert peer.uploads[1][0]["body"]["messages"][0]["content"] == "flaky now"
 
@@ -155,7 +158,7 @@ def test_missing_lines_stay_pending_when_retries_run_out(tmp_path: Path) -> None
     with BatchPeer(echo_upper, outcomes=["drop:1", "drop:1"]) as peer:
         outcomes, _, _ = asyncio.run(run_calls(peer, ledger, ["one", "two"]))
         assert outcomes[0].result.text == "ONE"
-        assert outcomes[1].error.error_class is ErrorClass.RETRYABLE and outcomes[1].error.code == "batch_missing"
+        assert isinstance(outcomes[1], TransientFailure) and outcomes[1].error.code == "batch_missing"
         assert [len(u) for u in peer.uploads] == [2, 1]
         # the next run (same provider) submits only the missing request
         outcomes, _, _ = asyncio.run(run_calls(peer, ledger, ["one", "two"]))

@@ -298,6 +298,8 @@ class Engine:
         self.on_progress = on_progress
         self.grace_s = grace_s
         self.count_text = count_text
+        # Batch APIs bill at a discount (0.5 at OpenAI and DashScope): the backend says by how much.
+        self.price_factor: float = float(getattr(backend, "price_factor", 1.0))
         self.price: Price | None = (prices or PriceTable.default()).lookup(
             self.provider, self.model, getattr(backend, "base_url", None)
         )
@@ -428,7 +430,7 @@ class Engine:
                     continue
                 input_tokens += estimate_tokens(request, self.provider, self.model, count_text=self.count_text)
                 output_tokens += request.params.max_tokens
-        cost = None if self.price is None else self.price.cost(input_tokens, output_tokens)
+        cost = None if self.price is None else self.price.cost(input_tokens, output_tokens) * self.price_factor
         return Estimate(calls=len(seen), cached=cached, input_tokens=input_tokens, output_tokens_est=output_tokens, cost=cost)
 
     def flush(self) -> None:
@@ -495,7 +497,7 @@ class Engine:
         if self.price is None:
             self.usage.unpriced += 1
         else:
-            cost = self.price.cost(result.input_tokens, result.output_tokens)
+            cost = self.price.cost(result.input_tokens, result.output_tokens) * self.price_factor
         self.ledger.put(self._record(item, request, key, attempts, result=result, cost=cost), errors)
         if self.retry_failed:
             self._called.add(key)
