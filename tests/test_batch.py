@@ -4,18 +4,21 @@ of submitted jobs after a restart, and failed / expired / partially failed / dam
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from tests.peers.batch_server import BatchPeer, completion
+from peers.batch_server import BatchPeer, completion
 from vau_annotate.annotate.backends.base import ErrorClass, Message, Request, SamplingParams
 from vau_annotate.annotate.backends.openai_backend import OpenAIBackend
 from vau_annotate.annotate.backends.openai_batch import BatchingBackend, chunk_lines
 from vau_annotate.annotate.batch_store import BatchStore, batch_summary
 from vau_annotate.annotate.engine import Engine, TransientFailure
 from vau_annotate.annotate.ledger import Ledger
+from vau_annotate.pipelines.status import pending_batches, render_status
 
 KEY = "sk-batch-test-secret"
 
@@ -117,6 +120,11 @@ def test_restart_waits_for_the_submitted_job_instead_of_resubmitting(tmp_path: P
         assert len(peer.created) == 1
         [summary] = batch_summary(ledger)
         assert summary["status"] in ("validating", "in_progress") and summary["requests"] == 2  # submitted, not final
+        [pending] = pending_batches(ledger)
+        assert pending["batch_id"] == summary["batch_id"] and pending["cost"] == 0.0  # nothing answered yet
+        table = io.StringIO()
+        render_status({"run": "r", "pending_batches": [pending]}, Console(file=table, width=200))
+        assert summary["batch_id"] in table.getvalue() and "a re-run picks them up" in table.getvalue()
         peer.polls = 0  # the provider finishes the job
         outcomes, _, _ = asyncio.run(run_calls(peer, ledger, ["one", "two"]))
         assert [o.result.text for o in outcomes] == ["ONE", "TWO"]

@@ -674,3 +674,53 @@ def test_usage_errors_exit_2_before_any_work(tmp_path):
         result = CliRunner().invoke(app, base + extra)
         assert result.exit_code == 2 and message.replace(" ", "") in "".join(result.output.split()), result.output  # rich wraps lines
     assert not (tmp_path / "run").exists()
+
+
+def batch_answer(body: dict) -> tuple[int, dict]:
+    """The same scripted model as `respond`, answering batch lines (a function of the request only)."""
+    from peers.batch_server import completion
+    from peers.script import Received
+
+    reply = respond(Received("POST", "/v1/chat/completions", {}, body))
+    if isinstance(reply, Fault):
+        return 400, {"error": {"message": "Input data may contain inappropriate content.", "type": "data_inspection_failed", "code": "data_inspection_failed"}}
+    return 200, completion(reply.text)
+
+
+def test_build_cot_batch_gives_the_same_records_at_half_the_cost(tmp_path, clips):
+    """--batch: the chain's dependent steps go out in successive batch rounds, the records equal the
+    synchronous run's, and every call is billed at half price."""
+    from peers.batch_server import BatchPeer
+
+    rows = [r for r in MAIN_ROWS if r[1] in ("Fighting", "Normal")]
+    videos, csv_path = dataset(tmp_path, clips, rows)
+    sync_run, batch_run = tmp_path / "sync", tmp_path / "batch"
+    prices = tmp_path / "prices.json"  # loopback servers are free by default: price this model explicitly
+    prices.write_text(json.dumps({"openai:qwen2.5-vl-72b": {"input": 2.0, "output": 6.0}}))
+    base = ["--source", "vau-bench", "--annotations", str(csv_path), "--videos", str(videos), "--prices", str(prices)]
+    with OpenAIPeer(Script(default=respond)) as peer:
+        spec = f"openai:qwen2.5-vl-72b@{peer.base_url}"
+        sync = CliRunner().invoke(app, ["build-cot", "--run", str(sync_run), "--captioner", spec, "--reasoner", spec, *base])
+        assert sync.exit_code == 0, sync.output
+    with BatchPeer(batch_answer) as peer:
+        spec = f"openai:qwen2.5-vl-72b@{peer.base_url}"
+        estimate = CliRunner().invoke(app, ["build-cot", "--run", str(batch_run), "--captioner", spec, "--reasoner", spec, *base, "--batch", "--dry-run"])
+        assert estimate.exit_code == 0, estimate.output
+        assert peer.uploads == []
+        sync_estimate = CliRunner().invoke(app, ["build-cot", "--run", str(batch_run), "--captioner", spec, "--reasoner", spec, *base, "--dry-run"])
+        halved, full = (float(re.findall(r"\$([\d.]+)", " ".join(r.output.split()))[-1]) for r in (estimate, sync_estimate))
+        assert full > 0 and halved == pytest.approx(full / 2, rel=0.02)
+        result = CliRunner().invoke(app, ["build-cot", "--run", str(batch_run), "--captioner", spec, "--reasoner", spec, *base, "--batch", "--batch-poll", "0.05"])
+        assert result.exit_code == 0, result.output
+        # rounds: caption batches, single-frame re-asks, steps 1-4 (normal: 1-2), answer — each after the last
+        assert len(peer.created) >= 6
+        rounds = [{line["custom_id"] for line in upload} for upload in peer.uploads]
+        assert all(not (a & b) for i, a in enumerate(rounds) for b in rounds[i + 1:])  # nothing submitted twice
+    got, want = records(batch_run), records(sync_run)
+    assert sorted(got) == ["Fighting", "Normal"]
+    for name in got:
+        assert (got[name].think, got[name].answer) == (want[name].think, want[name].answer)
+        assert got[name].provenance.calls == want[name].provenance.calls
+    with Ledger(sync_run / "ledger.sqlite") as a, Ledger(batch_run / "ledger.sqlite") as b:
+        sync_cost, batch_cost = a.usage_totals()["cost"], b.usage_totals()["cost"]
+    assert sync_cost > 0 and batch_cost == pytest.approx(sync_cost / 2)

@@ -40,6 +40,10 @@ CONNECT_TIMEOUT_OPTION = typer.Option(10.0, "--connect-timeout", min=0.1, help="
 ROLE_LIMIT_OPTION = typer.Option([], "--role-limit", help="A role's own rate cap on top of the shared --rpm/--tpm, e.g. captioner:rpm=30 (repeatable).")
 
 
+BATCH_OPTION = typer.Option(False, "--batch", help="Send openai: calls through the provider's Batch API (OpenAI, DashScope compatible mode): half price, results within 24 h; a re-run picks submitted jobs up. Lifts --concurrency to 1000 so each round gathers every ready item.")
+BATCH_POLL_OPTION = typer.Option(30.0, "--batch-poll", min=0.01, help="Seconds between checks of a submitted batch job.")
+
+
 class UsageError(Exception):
     """A problem with what the user asked for (exit status 2)."""
 
@@ -175,6 +179,8 @@ def build_cot(
     timeout: Optional[float] = TIMEOUT_OPTION,
     connect_timeout: float = CONNECT_TIMEOUT_OPTION,
     role_limit: list[str] = ROLE_LIMIT_OPTION,
+    batch: bool = BATCH_OPTION,
+    batch_poll: float = BATCH_POLL_OPTION,
     source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
     videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
@@ -194,7 +200,7 @@ def build_cot(
 
     if length_gate not in ("warn", "reject"):
         raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
-    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("captioner", "reasoner"))
+    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("captioner", "reasoner"), batch, batch_poll)
     try:
         policy = str(parse_policy(caption_policy))
         for spec in (captioner, reasoner):
@@ -230,7 +236,8 @@ def build_cot(
 
 
 def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, timeout: Optional[float],
-                  connect_timeout: float = 10.0, role_limit: list[str] | tuple[str, ...] = (), roles: tuple[str, ...] = ()):  # -> ModelAccess
+                  connect_timeout: float = 10.0, role_limit: list[str] | tuple[str, ...] = (), roles: tuple[str, ...] = (),
+                  batch: bool = False, batch_poll: float = 30.0):  # -> ModelAccess
     from vau_annotate.annotate.pricing import PriceFileError, PriceTable
     from vau_annotate.pipelines.models import VIDEO_MODES, ModelAccess, parse_role_limits
 
@@ -249,7 +256,7 @@ def _model_access(prices: Optional[Path], retry_failed: bool, video_mode: str, t
         except PriceFileError as exc:
             raise usage_error(str(exc)) from None
     return ModelAccess(prices=prices, retry_failed=retry_failed, video_mode=video_mode, timeout=timeout,
-                       connect_timeout=connect_timeout, role_limits=role_limits)
+                       connect_timeout=connect_timeout, role_limits=role_limits, batch=batch, batch_poll_s=batch_poll)
 
 
 def _ingest_before(source: str, annotations: Optional[Path], videos: Optional[Path], run: Path) -> None:
@@ -296,6 +303,8 @@ def reflect(
     timeout: Optional[float] = TIMEOUT_OPTION,
     connect_timeout: float = CONNECT_TIMEOUT_OPTION,
     role_limit: list[str] = ROLE_LIMIT_OPTION,
+    batch: bool = BATCH_OPTION,
+    batch_poll: float = BATCH_POLL_OPTION,
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
 ) -> None:
@@ -314,7 +323,7 @@ def reflect(
 
     if task not in REFLECT_TASKS:
         raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
-    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("base", "teacher"))
+    access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("base", "teacher"), batch, batch_poll)
     if reflection_min_words > reflection_max_words:
         raise usage_error("--reflection-min-words is larger than --reflection-max-words")
     if not (run / "manifest.parquet").exists():

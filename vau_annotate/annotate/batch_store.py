@@ -149,7 +149,7 @@ def batch_summary(path: str | os.PathLike[str], *, pending_only: bool = False) -
         if pending_only and job.final:
             continue
         out.append({
-            "batch_id": job.batch_id, "model": f"{job.provider}:{job.model}", "status": job.status,
+            "batch_id": job.batch_id, "model": f"{job.provider}:{job.model}", "base_url": job.base_url, "status": job.status,
             "requests": job.requests, "completed": job.completed, "failed": job.failed,
             "age_s": round(job.age_s, 1), "input_tokens": job.input_tokens, "output_tokens": job.output_tokens,
             "errors": json.loads(job.errors) if job.errors else None,

@@ -40,7 +40,7 @@ from vau_annotate.pipelines.cot_facts import ItemFailure, VideoFacts, video_fact
 from vau_annotate.pipelines.cot_options import DEFAULT_MAX_PIXELS, DEFAULT_POLICY, CotOptions
 from vau_annotate.pipelines.cot_steps import ANSWER_PROMPTS, CHAINS, clean_step, local_captions, step_request
 from vau_annotate.pipelines.cot_steps import prompt_names as chain_prompt_names
-from vau_annotate.pipelines.models import open_backend
+from vau_annotate.pipelines.models import items_in_flight, open_backend
 from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.replies import refusal_reason
 from vau_annotate.pipelines.runner import RunCounts, StageRunner, StageStore
@@ -150,7 +150,7 @@ async def _run_videos(rd: RunDir, videos: list[VideoRecord], options: CotOptions
     todo = [v for v in videos if not store.is_done(v.id)]
     backends = load_backends(options) if todo else (SpecOnly.of(options.captioner), SpecOnly.of(options.reasoner))
     captioner, reasoner = (make_engine(role, backend, ledger, options) for role, backend in zip(ROLES, backends))
-    runner: StageRunner[VideoRecord] = StageRunner(store, concurrency=options.concurrency, usage=lambda: combined_usage(captioner, reasoner), show_progress=options.show_progress)
+    runner: StageRunner[VideoRecord] = StageRunner(store, concurrency=items_in_flight(options.concurrency, options.access), usage=lambda: combined_usage(captioner, reasoner), show_progress=options.show_progress)
     builder = CotBuilder(rd, options, captioner, reasoner, gates, taxonomy)
     try:
         counts = await runner.run(((v.id, v) for v in videos), builder.process)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ class ModelAccess:
     timeout: float | None = None  # seconds a call may take once connected; None: sized by max_tokens
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
     role_limits: tuple[tuple[str, str, float], ...] = ()  # (role, "rpm" | "tpm", per minute)
+    batch: bool = False  # openai: roles go through the provider's Batch API (half price, up to 24 h)
+    batch_poll_s: float = 30.0
 
     def backend_options(self) -> dict[str, Any]:
         return {"video_mode": self.video_mode, "timeout": self.timeout, "connect_timeout": self.connect_timeout}
@@ -47,7 +50,8 @@ class ModelAccess:
     def recorded(self) -> dict[str, Any]:
         return {"prices": str(self.prices) if self.prices else None, "retry_failed": self.retry_failed,
                 "video_mode": self.video_mode, "timeout": self.timeout, "connect_timeout": self.connect_timeout,
-                "role_limits": [f"{role}:{kind}={value:g}" for role, kind, value in self.role_limits]}
+                "role_limits": [f"{role}:{kind}={value:g}" for role, kind, value in self.role_limits],
+                "batch": self.batch}
 
 
 _ROLE_LIMIT = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(rpm|tpm)\s*=\s*([0-9]*\.?[0-9]+)\s*$")
@@ -84,8 +88,37 @@ def make_engine(stage: str, backend: Any, ledger: Ledger, access: ModelAccess, *
     merged with --prices. rpm/tpm are the endpoint's (shared with every role on it); the role's
     own caps come from --role-limit."""
     role = stage.rsplit(":", 1)[-1]
+    if access.batch and backend.provider == "openai":
+        backend = batch_backend(backend, ledger, access)
+        # a batch round should carry every request that is ready; the provider, not us, paces it
+        concurrency, rpm, tpm = max(concurrency, BATCH_CONCURRENCY), None, None
     return Engine(
         backend, ledger, stage=stage, concurrency=concurrency, rpm=rpm, tpm=tpm,
         role_rpm=access.role_limit(role, "rpm"), role_tpm=access.role_limit(role, "tpm"),
         prices=PriceTable.load(access.prices), retry_failed=access.retry_failed,
     )
+
+
+BATCH_CONCURRENCY = 1000  # items (and calls) in flight with --batch: what one batch round can gather
+
+
+def items_in_flight(concurrency: int, access: ModelAccess) -> int:
+    """Items a stage runs at once: with --batch enough for one round to gather every ready request."""
+    return max(concurrency, BATCH_CONCURRENCY) if access.batch else concurrency
+
+
+def batch_backend(backend: Any, ledger: Ledger, access: ModelAccess) -> Any:
+    """An `openai:` backend routed through the Batch API, its jobs remembered in the run's ledger.
+
+    A dry run's SpecOnly stand-in only takes the discount, so `--batch --dry-run` prints the halved
+    estimate without connecting anywhere.
+    """
+    from vau_annotate.annotate.backends.openai_backend import OpenAIBackend
+    from vau_annotate.annotate.backends.openai_batch import PRICE_FACTOR, BatchingBackend
+    from vau_annotate.annotate.batch_store import BatchStore
+
+    if not isinstance(backend, OpenAIBackend):
+        return SimpleNamespace(provider=backend.provider, model=backend.model, base_url=getattr(backend, "base_url", None),
+                               price_factor=PRICE_FACTOR, generate=backend.generate, aclose=backend.aclose)
+    # a round goes out once no new request came for gather_s: never longer than a poll interval
+    return BatchingBackend(backend, BatchStore(ledger.path), poll_s=access.batch_poll_s, gather_s=min(2.0, access.batch_poll_s))

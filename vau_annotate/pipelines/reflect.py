@@ -39,7 +39,7 @@ from vau_annotate.annotate.checks.reflect import ReflectCandidate, ReflectGateCo
 from vau_annotate.annotate.engine import Engine, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.rundir import RunDir
-from vau_annotate.pipelines.models import ModelAccess, open_backend
+from vau_annotate.pipelines.models import ModelAccess, items_in_flight, open_backend
 from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.reflect_items import NORMAL, TASKS, ReflectItem, Truth, build_items, judge_reply, judge_tag, predict_tag, tag_truth
 from vau_annotate.pipelines.reflect_requests import REPAIR_PROMPT, ReadyItem, ground_truth_text, prepare, repair_request, report_problems, spread, teacher_prompt
@@ -255,7 +255,7 @@ async def _run_items(rd: RunDir, items: list[ReflectItem], options: ReflectOptio
     base_backend = open_backend(options.base, options.access, **options.base_options) if todo else SpecOnly.of(options.base)
     teacher_backend = open_backend(options.teacher, options.access, **options.teacher_options) if todo else SpecOnly.of(options.teacher)
     base, teacher = make_engine("base", base_backend, ledger, options), make_engine("teacher", teacher_backend, ledger, options)
-    runner: StageRunner[ReflectItem] = StageRunner(store, concurrency=options.concurrency, usage=lambda: combined_usage(base, teacher), show_progress=options.show_progress)
+    runner: StageRunner[ReflectItem] = StageRunner(store, concurrency=items_in_flight(options.concurrency, options.access), usage=lambda: combined_usage(base, teacher), show_progress=options.show_progress)
     reflector = Reflector(rd, options, base, teacher, gates)
     try:
         return await runner.run(((item.id, item) for item in items), reflector.process)

@@ -30,6 +30,9 @@ def collect_status(run: Path) -> dict[str, Any]:
         report["rejects"].setdefault(stage, {})[reason] = n
     if rd.ledger_path.exists():
         report.update(_ledger_status(rd))
+        batches = pending_batches(rd.ledger_path)
+        if batches:
+            report["pending_batches"] = batches
     from vau_annotate.pipelines.reflect import reflection_stats
 
     reflection = reflection_stats(rd)
@@ -41,6 +44,21 @@ def collect_status(run: Path) -> dict[str, Any]:
     if shape:
         report["cot shape"] = shape
     return report
+
+
+def pending_batches(ledger_path: Path) -> list[dict[str, Any]]:
+    """Batch jobs not yet final, priced at the batch discount from the tokens answered so far."""
+    from vau_annotate.annotate.backends.openai_batch import PRICE_FACTOR
+    from vau_annotate.annotate.batch_store import batch_summary
+    from vau_annotate.annotate.pricing import PriceTable
+
+    jobs = batch_summary(ledger_path, pending_only=True)
+    prices = PriceTable.default()
+    for job in jobs:
+        provider, model = job["model"].split(":", 1)
+        price = prices.lookup(provider, model, job.get("base_url") or None)
+        job["cost"] = None if price is None else price.cost(job["input_tokens"], job["output_tokens"]) * PRICE_FACTOR
+    return jobs
 
 
 def _ledger_status(rd: RunDir) -> dict[str, Any]:
@@ -100,6 +118,14 @@ def render_status(report: dict[str, Any], console: Console) -> None:
     usage = report.get("usage") or []
     if usage:
         console.print(usage_table(usage))
+    if report.get("pending_batches"):
+        table = Table(title="batch jobs still at the provider (a re-run picks them up)")
+        for column in ("batch", "model", "status", "requests", "done", "failed", "age", "cost so far $"):
+            table.add_column(column)
+        for job in report["pending_batches"]:
+            table.add_row(job["batch_id"], job["model"], job["status"], str(job["requests"]), str(job["completed"]), str(job["failed"]),
+                          f"{job['age_s'] / 3600:.1f} h", f"{job['cost']:.4f}" if job["cost"] is not None else "-")
+        console.print(table)
 
 
 def usage_table(usage: list[dict[str, Any]]) -> Table:
