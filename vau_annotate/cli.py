@@ -44,6 +44,12 @@ BATCH_OPTION = typer.Option(False, "--batch", help="Send openai: calls through t
 BATCH_POLL_OPTION = typer.Option(30.0, "--batch-poll", min=0.01, help="Seconds between checks of a submitted batch job.")
 
 
+SHARD_OPTION = typer.Option(None, "--shard", help="Run as shard I/N (0 ≤ I < N): only the items whose id hashes to I, with the shard's own ledger; e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
+SHARDS_OPTION = typer.Option(None, "--shards", min=1, help="Run this command as N shards through --executor, then merge them.")
+EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where --shards run: local (processes here) | ray (Ray tasks; the run directory must be on shared storage).")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster to use with --executor ray ('auto' = the one this machine belongs to; default: start a local one).")
+
+
 class UsageError(Exception):
     """A problem with what the user asked for (exit status 2)."""
 
@@ -103,12 +109,17 @@ def ingest(
 
 @app.command()
 def sample(
+    ctx: typer.Context,
     run: Path = typer.Option(..., "--run", "-r", help="Run directory (after ingest)."),
     policy: str = typer.Option("uniform:16", "--policy", "-p", help="uniform:N | fps:F | stride:K | span:N (N frames inside the abnormal span)."),
     max_pixels: int = typer.Option(448 * 448, "--max-pixels", help="Pixel budget per frame; sides are aligned to 28."),
     decoder: str = typer.Option("auto", "--decoder", help=f"One of: {', '.join(DECODERS)}."),
     workers: int = typer.Option(0, "--workers", "-j", help="Parallel processes (0 = number of CPUs)."),
     quality: int = typer.Option(90, "--jpeg-quality", min=1, max=100),
+    shard: Optional[str] = SHARD_OPTION,
+    shards: Optional[int] = SHARDS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ) -> None:
     """Sample frames of every ingested video into RUN/frames/ (resumable: done videos are skipped)."""
     from vau_annotate.annotate.video import PolicyError, parse_policy
@@ -124,7 +135,14 @@ def sample(
         raise usage_error("--max-pixels must be at least 784 (one 28×28 patch)")
     if not (run / "manifest.parquet").exists():
         raise usage_error(f"{run}/manifest.parquet does not exist: run `vau-annotate ingest ... --run {run}` first")
-    summary = run_sample(run=run, policy=policy, max_pixels=max_pixels, decoder=decoder, workers=workers, jpeg_quality=quality)
+    from vau_annotate.annotate.shards import ShardError, use_shard
+
+    as_shard = _shard_or_drive(ctx, run, shard, shards, executor, ray_address)
+    try:
+        with use_shard(as_shard):
+            summary = run_sample(run=run, policy=policy, max_pixels=max_pixels, decoder=decoder, workers=workers, jpeg_quality=quality)
+    except ShardError as exc:
+        raise usage_error(str(exc)) from None
     finish(summary, run)
 
 
@@ -157,6 +175,7 @@ def schema(name: str = typer.Argument(..., help="Record name: video, frames, mcq
 
 @app.command("build-cot")
 def build_cot(
+    ctx: typer.Context,
     run: Path = typer.Option(..., "--run", "-r", help="Run directory (after ingest, or give --source/--annotations/--videos to ingest first)."),
     captioner: str = typer.Option(..., "--captioner", help="Vision model that captions frames: PROVIDER:MODEL\\[@BASE_URL], e.g. dashscope:qwen-vl-max."),
     reasoner: str = typer.Option(..., "--reasoner", help="Model that writes the steps and the answer from the captions, e.g. openai:gpt-4o."),
@@ -181,6 +200,10 @@ def build_cot(
     role_limit: list[str] = ROLE_LIMIT_OPTION,
     batch: bool = BATCH_OPTION,
     batch_poll: float = BATCH_POLL_OPTION,
+    shard: Optional[str] = SHARD_OPTION,
+    shards: Optional[int] = SHARDS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
     videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
@@ -222,9 +245,13 @@ def build_cot(
         skip_gates=tuple(skip_gate), length_gate=length_gate, dry_run=dry_run, retry_rejected=retry_rejected, api_key_env=api_key_env,  # type: ignore[arg-type]
         access=access,
     )
+    from vau_annotate.annotate.shards import ShardError, use_shard
+
+    as_shard = _shard_or_drive(ctx, run, shard, shards, executor, ray_address)
     try:
-        summary = run_cot(run, options)
-    except (GateSelectionError, SpecError) as exc:
+        with use_shard(as_shard):
+            summary = run_cot(run, options)
+    except (GateSelectionError, SpecError, ShardError) as exc:
         raise usage_error(str(exc)) from None
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
@@ -278,6 +305,7 @@ REFLECT_TASKS = ("qa", "tag", "both")
 
 @app.command()
 def reflect(
+    ctx: typer.Context,
     run: Path = typer.Option(..., "--run", "-r", help="Run directory (after ingest)."),
     teacher: str = typer.Option(..., "--teacher", help="Teacher model spec, e.g. openai:gpt-4o or dashscope:qwen-vl-max."),
     base: str = typer.Option("vllm:Qwen/Qwen2.5-VL-3B-Instruct", "--base", help="Base model spec (vllm:…, hf:DIR, or openai:NAME@URL from `serve-base`)."),
@@ -305,6 +333,10 @@ def reflect(
     role_limit: list[str] = ROLE_LIMIT_OPTION,
     batch: bool = BATCH_OPTION,
     batch_poll: float = BATCH_POLL_OPTION,
+    shard: Optional[str] = SHARD_OPTION,
+    shards: Optional[int] = SHARDS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
 ) -> None:
@@ -342,8 +374,14 @@ def reflect(
         teacher_options={"api_key_env": api_key_env} if api_key_env else {},
         access=access,
     )
+    from vau_annotate.annotate.shards import ShardError, use_shard
+
+    as_shard = _shard_or_drive(ctx, run, shard, shards, executor, ray_address)
     try:
-        summary = run_reflect(run, options)
+        with use_shard(as_shard):
+            summary = run_reflect(run, options)
+    except ShardError as exc:
+        raise usage_error(str(exc)) from None
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
@@ -503,6 +541,100 @@ def report(
     except ReportInputError as exc:
         raise usage_error(str(exc)) from None
     out.print(f"report: {target}")
+
+
+# not passed on to shards: the driver's own options, and ingest-first options (the driver ingested once)
+_DRIVER_ONLY = {"shard", "shards", "executor", "ray_address", "source", "annotations", "videos"}
+
+
+def _command_args(ctx: typer.Context) -> list[str]:
+    """The invoked command again as CLI arguments (from its parsed options), less the driver's own."""
+    args = [ctx.info_name or ""]
+    for param in ctx.command.params:  # Typer's own (vendored) click classes: duck-typed
+        if param.name in _DRIVER_ONLY or getattr(param, "param_type_name", "") != "option":
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or (param.multiple and not value):
+            continue
+        if param.is_flag:
+            if param.secondary_opts and not value:
+                args.append(param.secondary_opts[0])
+            elif value:
+                args.append(param.opts[0])
+            continue
+        for one in (value if param.multiple else [value]):
+            args += [param.opts[0], str(one)]
+    return args
+
+
+def _shard_or_drive(ctx: typer.Context, run: Path, shard: Optional[str], shards: Optional[int], executor: str, ray_address: Optional[str]):
+    """`--shard I/N`: the Shard to run as. `--shards N`: run N shards via the executor, merge, exit here."""
+    from vau_annotate.annotate.shards import ShardError, parse_shard
+
+    if shard is not None and shards is not None:
+        raise usage_error("--shard (be one shard) and --shards (drive N shards) exclude each other")
+    if executor not in ("local", "ray"):
+        raise usage_error(f"--executor must be local or ray, not {executor!r}")
+    if shard is not None:
+        if ctx.params.get("source") is not None:
+            raise usage_error("--shard with --source: ingest once (`vau-annotate ingest`), then start the shards without --source")
+        try:
+            return parse_shard(shard)
+        except ShardError as exc:
+            raise usage_error(str(exc)) from None
+    if shards is None:
+        return None
+    _drive_shards(_command_args(ctx), run, shards, executor, ray_address)
+
+
+def _drive_shards(args: list[str], run: Path, count: int, executor: str, ray_address: Optional[str]) -> None:
+    from vau_annotate.pipelines.executors import run_local, run_ray, worst_exit
+    from vau_annotate.pipelines.merge import merge_run
+
+    def progress(states: dict) -> None:
+        line = "  ".join(f"{stage}: {len(s['done'])}/{s['count']} shards done" for stage, s in states.items())
+        if line:
+            console.print(f"[dim]{line}[/]", end="\r")
+
+    console.print(f"running {count} shard(s) of `{args[0]}` with the {executor} executor")
+    if executor == "ray":
+        try:
+            results = run_ray(args, count, run, address=ray_address, on_progress=progress)
+        except ImportError:
+            raise usage_error("--executor ray needs Ray: pip install 'ray[data]'") from None
+    else:
+        results = run_local(args, count, run, on_progress=progress)
+    table = Table(title=f"shards of {args[0]}")
+    for column in ("shard", "exit", "last line"):
+        table.add_column(column)
+    for result in results:
+        lines = [line for line in result.output_tail.splitlines() if line.strip()]
+        table.add_row(f"{result.index}/{count}", str(result.exit_code), lines[-1][:120] if lines else "")
+    out.print(table)
+    summary, _ = merge_run(run)
+    code = worst_exit(results)
+    table = Table(title=f"merge: {run}", show_header=False)
+    for key, value in summary.counts.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    for note in summary.notes:
+        console.print(note)
+    raise typer.Exit(code=code or summary.exit_code)
+
+
+@app.command()
+def merge(run: Path = typer.Option(..., "--run", "-r", help="Run directory whose stages ran as shards.")) -> None:
+    """Fold the shards of a run into run.json and rejects.jsonl, and say which shards are missing.
+
+    Reading commands (status, export, report) already see every shard; exit 3 while a shard has
+    not finished its share or rejects stand.
+    """
+    from vau_annotate.pipelines.merge import merge_run
+
+    if not run.is_dir():
+        raise usage_error(f"run directory {run} does not exist")
+    summary, _ = merge_run(run)
+    finish(summary, run)
 
 
 def main() -> None:

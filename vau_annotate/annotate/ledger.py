@@ -226,10 +226,14 @@ if hasattr(os, "register_at_fork"):
 class Ledger:
     """The run's ledger file. Cheap to create; connections open on first use in each thread."""
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, synchronous: str = "NORMAL",
+                 also_read: Sequence[str | os.PathLike[str]] = ()) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
         self.path = Path(path)
+        # Other ledgers of the same run (shards): answers, item states, rejects and usage are read
+        # from all of them (see annotate/shards.py); writes go to `path` only.
+        self.also_read = [Path(p) for p in also_read if Path(p) != self.path]
         self.timeout = timeout
         self.synchronous = synchronous.upper()
         self._local = threading.local()
@@ -267,11 +271,27 @@ class Ledger:
             local.generation = _fork_generation
         return local.conn
 
+    def readers(self) -> list[sqlite3.Connection]:
+        """This ledger's connection, then read-only ones to every `also_read` ledger that exists."""
+        local = self._local
+        conns = [self.conn]
+        if getattr(local, "others", None) is None:
+            local.others = []
+            for path in self.also_read:
+                if path.exists():
+                    other = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.timeout)
+                    other.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                    local.others.append(other)
+        return conns + local.others
+
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
         local = self._local
         if getattr(local, "generation", None) == _fork_generation:
             local.conn.close()
+        for other in getattr(local, "others", None) or []:
+            other.close()
+        local.others = None
         local.generation = None
         local.conn = None
 
@@ -283,18 +303,22 @@ class Ledger:
 
     # calls -----------------------------------------------------------------------------
     def get(self, key: str) -> CallRecord | None:
-        row = self.conn.execute(_SELECT_CALL, (key,)).fetchone()
-        return CallRecord._make(row) if row else None
+        for conn in self.readers():
+            row = conn.execute(_SELECT_CALL, (key,)).fetchone()
+            if row:
+                return CallRecord._make(row)
+        return None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, CallRecord]:
         """The stored calls among `keys`, in one query per 500 keys (a warm re-run's fast path)."""
         found: dict[str, CallRecord] = {}
-        conn = self.conn
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            sql = f"{_SELECT_MANY} ({','.join('?' * len(chunk))})"
-            for row in conn.execute(sql, chunk):
-                found[row[0]] = CallRecord._make(row)
+        for conn in self.readers():
+            missing = [k for k in keys if k not in found]
+            for start in range(0, len(missing), 500):
+                chunk = missing[start:start + 500]
+                sql = f"{_SELECT_MANY} ({','.join('?' * len(chunk))})"
+                for row in conn.execute(sql, chunk):
+                    found[row[0]] = CallRecord._make(row)
         return found
 
     def put(self, record: CallRecord, errors: Iterable[tuple[str, str]] = ()) -> None:
@@ -359,8 +383,11 @@ class Ledger:
             conn.execute("DELETE FROM items WHERE stage = ? AND item = ? AND status = ?", (stage, item, status))
 
     def item_status(self, stage: str, item: str) -> str | None:
-        row = self.conn.execute("SELECT status FROM items WHERE stage = ? AND item = ?", (stage, item)).fetchone()
-        return row[0] if row else None
+        for conn in self.readers():
+            row = conn.execute("SELECT status FROM items WHERE stage = ? AND item = ?", (stage, item)).fetchone()
+            if row:
+                return row[0]
+        return None
 
     def items(self, stage: str, status: str | None = None) -> dict[str, str]:
         """item → status for a stage (optionally only one status)."""
@@ -368,13 +395,17 @@ class Ledger:
         if status is not None:
             sql += " AND status = ?"
             args.append(status)
-        return dict(self.conn.execute(sql, args).fetchall())
+        out: dict[str, str] = {}
+        for conn in reversed(self.readers()):  # this ledger's state wins
+            out.update(conn.execute(sql, args).fetchall())
+        return out
 
     def item_status_counts(self) -> dict[str, dict[str, int]]:
         """stage → status → count, for `status`."""
         out: dict[str, dict[str, int]] = {}
-        for stage, status, n in self.conn.execute("SELECT stage, status, COUNT(*) FROM items GROUP BY stage, status"):
-            out.setdefault(stage, {})[status] = n
+        for conn in self.readers():  # shards hold disjoint items
+            for stage, status, n in conn.execute("SELECT stage, status, COUNT(*) FROM items GROUP BY stage, status"):
+                out.setdefault(stage, {})[status] = out.get(stage, {}).get(status, 0) + n
         return out
 
     # rejects ---------------------------------------------------------------------------
@@ -420,10 +451,11 @@ class Ledger:
         if stage is not None:
             sql += " WHERE stage = ?"
             args = (stage,)
-        return [RejectRow._make(row) for row in self.conn.execute(sql + " ORDER BY rowid", args)]
+        rows = [RejectRow._make(row) for conn in self.readers() for row in conn.execute(sql + " ORDER BY rowid", args)]
+        return sorted(rows, key=lambda row: row.time) if self.also_read else rows
 
     def rejected_items(self, stage: str) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT DISTINCT item FROM rejects WHERE stage = ?", (stage,))}
+        return {row[0] for conn in self.readers() for row in conn.execute("SELECT DISTINCT item FROM rejects WHERE stage = ?", (stage,))}
 
     def get_meta(self, name: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -445,7 +477,14 @@ class Ledger:
         so `status --json` can print them as they are.
         """
         groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-        conn = self.conn
+        for conn in self.readers():
+            self._add_usage(conn, groups)
+        for group in groups.values():
+            group["failed_attempts"] = sum(group["errors"].values())
+        return [groups[k] for k in sorted(groups)]
+
+    @staticmethod
+    def _add_usage(conn: sqlite3.Connection, groups: dict[tuple[str, str, str], dict[str, Any]]) -> None:
         for stage, provider, model, ok, n, requests, tin, tout, cost in conn.execute(
             "SELECT stage, provider, model, error_class IS NULL, COUNT(*), SUM(attempts), SUM(input_tokens), "
             "SUM(output_tokens), SUM(cost) FROM calls GROUP BY stage, provider, model, error_class IS NULL"
@@ -460,18 +499,17 @@ class Ledger:
             "SELECT stage, provider, model, error_class, COUNT(*) FROM calls WHERE error_class IS NOT NULL "
             "GROUP BY stage, provider, model, error_class"
         ):
-            _group(groups, stage, provider, model)["failures"][error_class] = n
+            failures = _group(groups, stage, provider, model)["failures"]
+            failures[error_class] = failures.get(error_class, 0) + n
         for stage, provider, model, error_class, code, n in conn.execute(
             "SELECT stage, provider, model, error_class, error_code, count FROM errors"
         ):
-            _group(groups, stage, provider, model)["errors"][f"{error_class}:{code}"] = n
+            errors = _group(groups, stage, provider, model)["errors"]
+            errors[f"{error_class}:{code}"] = errors.get(f"{error_class}:{code}", 0) + n
         for stage, provider, model, n in conn.execute("SELECT stage, provider, model, count FROM hits"):
             _group(groups, stage, provider, model)["cache_hits"] += n
         for stage, provider, model, n in conn.execute("SELECT stage, provider, model, count FROM unstored"):
             _group(groups, stage, provider, model)["requests"] += n
-        for group in groups.values():
-            group["failed_attempts"] = sum(group["errors"].values())
-        return [groups[k] for k in sorted(groups)]
 
     def usage_totals(self) -> dict[str, Any]:
         """The rows of `usage_summary` added up (all stages, providers and models)."""

@@ -23,6 +23,11 @@ from typing import Any, Iterable
 
 from vau_annotate import __version__
 from vau_annotate.annotate.ledger import Ledger, RejectRow
+from vau_annotate.annotate.shards import SHARDS_DIR, active_shard, claim
+from vau_annotate.annotate.shards import finish as finish_shard
+from vau_annotate.annotate.shards import finish_hashes
+from vau_annotate.annotate.shards import ledger_paths as shard_ledger_paths
+from vau_annotate.annotate.shards import owns as shard_owns
 from vau_annotate.schemas import FrameSet, RejectRecord, RunMeta, VideoRecord
 from vau_annotate.schemas.run import StageRun, utc_now
 
@@ -79,7 +84,22 @@ class RunDir:
 
     @property
     def ledger_path(self) -> Path:
-        return self.root / "ledger.sqlite"
+        """The ledger this process writes: the run's, or its shard's (`--shard I/N`)."""
+        shard = active_shard()
+        if shard is None:
+            return self.root / "ledger.sqlite"
+        return self.root / SHARDS_DIR / f"ledger-{shard.tag}.sqlite"
+
+    def ledger_paths(self) -> list[Path]:
+        """Every ledger of the run (unsharded and shards'): what reading commands take the union of."""
+        return shard_ledger_paths(self.root)
+
+    def _has_ledger(self) -> bool:
+        return self.ledger_path.exists() or bool(self.ledger_paths())
+
+    def open_ledger(self) -> Ledger:
+        """A new Ledger on this process's ledger file that also reads every other ledger of the run."""
+        return Ledger(self.ledger_path, also_read=self.ledger_paths())
 
     @property
     def rejects_path(self) -> Path:
@@ -105,8 +125,27 @@ class RunDir:
     def save_meta(self, meta: RunMeta) -> None:
         atomic_write_text(self.meta_path, meta.model_dump_json(indent=2))
 
+    def claim_shard(self, stage: str, options: dict[str, Any]) -> None:
+        """As a shard (`--shard I/N`): record this shard's options, refusing ones that differ from a
+        sibling's (ShardError). Nothing to do in an unsharded run."""
+        shard = active_shard()
+        if shard is not None:
+            claim(self.root, stage, shard, options)
+
     def record_stage(self, stage: str, options: dict[str, Any], counts: dict[str, int], **meta_fields: Any) -> None:
-        """Append one stage invocation to run.json (options must already be free of secrets)."""
+        """Append one stage invocation to run.json (options must already be free of secrets).
+
+        A shard writes its own `shards/STAGE-I-of-N.json` instead (and its completion marker when
+        nothing of its share is pending): concurrent shards must not rewrite one run.json.
+        `vau-annotate merge` folds those into run.json.
+        """
+        shard = active_shard()
+        if shard is not None:
+            pending = sum(v for k, v in counts.items() if k.startswith("pending") and isinstance(v, int))
+            finish_shard(self.root, stage, shard, counts, complete=pending == 0)
+            if meta_fields.get("prompt_hashes"):
+                finish_hashes(self.root, stage, shard, meta_fields["prompt_hashes"])
+            return
         meta = self.load_meta()
         for key, value in meta_fields.items():
             setattr(meta, key, value)
@@ -159,9 +198,13 @@ class RunDir:
     def ledger(self) -> Ledger:
         """The run's ledger, with any rejects of an older rejects.jsonl imported (use it with `with`)."""
         if self._ledger is None:
-            ledger = Ledger(self.ledger_path)
+            ledger = self.open_ledger()
             if ledger.get_meta(_IMPORTED) is None:
-                ledger.add_rejects(_row(r) for r in self._read_rejects_jsonl())
+                # Only a run's first ledger imports an older rejects.jsonl: once shards exist, that
+                # file is a rendering of their ledgers, and importing it would count rejects twice.
+                others = [p for p in self.ledger_paths() if p != self.ledger_path]
+                if active_shard() is None and not others:
+                    ledger.add_rejects(_row(r) for r in self._read_rejects_jsonl())
                 ledger.set_meta(_IMPORTED, utc_now())
             self._ledger = ledger
         return self._ledger
@@ -177,21 +220,21 @@ class RunDir:
 
     def load_rejects(self, stage: str | None = None) -> list[RejectRecord]:
         """Every reject (of one stage, or all) in the order they happened, from the ledger."""
-        if not self.ledger_path.exists():
+        if not self._has_ledger():
             return [r for r in self._read_rejects_jsonl() if stage is None or r.stage == stage]
         with self.ledger() as ledger:
             return [_record(row) for row in ledger.rejects(stage)]
 
     def rejected_items(self, stage: str) -> set[str]:
         """Items of a stage that stand rejected (they count as done until --retry-rejected)."""
-        if not self.ledger_path.exists() and not self.rejects_path.exists():
+        if not self._has_ledger() and not self.rejects_path.exists():
             return set()
         with self.ledger() as ledger:
             return ledger.rejected_items(stage)
 
     def pending_items(self, stage: str) -> set[str]:
         """Items of a stage left pending after a transient failure (a plain re-run tries them)."""
-        if not self.ledger_path.exists():
+        if not self._has_ledger():
             return set()
         with self.ledger() as ledger:
             return set(ledger.items(stage, "pending"))
@@ -199,15 +242,21 @@ class RunDir:
     def clear_rejects(self, stage: str, items: set[str] | None = None, detail: dict[str, Any] | None = None) -> None:
         """Drop earlier rejects of a stage (for the given items, or all; only those whose detail
         matches `detail`, e.g. one sampling policy's) before it runs again."""
-        if not self.ledger_path.exists() and not self.rejects_path.exists():
+        if not self._has_ledger() and not self.rejects_path.exists():
             return
+        if items is None and active_shard() is not None:  # a shard clears only its own share
+            items = {item for item in self.rejected_items(stage) if shard_owns(item)}
         with self.ledger() as ledger:
             ledger.clear_rejects(stage, items, detail)
+        for path in self.ledger_paths():  # rejects an earlier run (or shard layout) left in other ledgers
+            if path != self.ledger_path:
+                with Ledger(path) as other:
+                    other.clear_rejects(stage, items, detail)
         self.render_rejects()
 
     def render_rejects(self) -> None:
         """Write rejects.jsonl again from the ledger (atomically), so it says what the ledger says."""
-        if not self.ledger_path.exists() and not self.rejects_path.exists():
+        if not self._has_ledger() and not self.rejects_path.exists():
             return
         records = self.load_rejects()
         if records or self.rejects_path.exists():

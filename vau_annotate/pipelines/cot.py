@@ -40,6 +40,7 @@ from vau_annotate.pipelines.cot_facts import ItemFailure, VideoFacts, video_fact
 from vau_annotate.pipelines.cot_options import DEFAULT_MAX_PIXELS, DEFAULT_POLICY, CotOptions
 from vau_annotate.pipelines.cot_steps import ANSWER_PROMPTS, CHAINS, clean_step, local_captions, step_request
 from vau_annotate.pipelines.cot_steps import prompt_names as chain_prompt_names
+from vau_annotate.annotate.shards import owns as shard_owns
 from vau_annotate.pipelines.models import items_in_flight, open_backend
 from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.replies import refusal_reason
@@ -125,12 +126,13 @@ def run_cot(run: Path, options: CotOptions) -> StageSummary:
     rd = RunDir(run)
     taxonomy = default_taxonomy()
     gates = select_gates(options, taxonomy)
-    videos = select_videos(rd.load_manifest(), options.limit)
+    videos = [v for v in select_videos(rd.load_manifest(), options.limit) if shard_owns(v.id)]
     summary = StageSummary("build-cot", counts={"videos": len(videos)})
-    ledger = Ledger(rd.ledger_path)
+    ledger = rd.open_ledger()
     try:
         if options.dry_run:
             return estimate_cot(rd, videos, options, ledger, summary)
+        rd.claim_shard(STAGE, options.recorded())
         sampled = sample_frames(run, options, {v.id for v in videos})
         if sampled.rejected:
             summary.notes.append(f"{sampled.rejected} video(s) could not be sampled; they are rejected")

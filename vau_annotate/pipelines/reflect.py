@@ -39,6 +39,7 @@ from vau_annotate.annotate.checks.reflect import ReflectCandidate, ReflectGateCo
 from vau_annotate.annotate.engine import Engine, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.rundir import RunDir
+from vau_annotate.annotate.shards import owns as shard_owns
 from vau_annotate.pipelines.models import ModelAccess, items_in_flight, open_backend
 from vau_annotate.pipelines.models import make_engine as make_stage_engine
 from vau_annotate.pipelines.reflect_items import NORMAL, TASKS, ReflectItem, Truth, build_items, judge_reply, judge_tag, predict_tag, tag_truth
@@ -228,15 +229,17 @@ def run_reflect(run: Path, options: ReflectOptions) -> StageSummary:
     items, skipped = build_items(rd.load_manifest(), options.tasks)
     if options.limit is not None:
         items = items[: options.limit]
+    items = [item for item in items if shard_owns(item.id)]
     summary = StageSummary(STAGE, counts={"items": len(items)})
     summary.counts.update({f"skipped ({why})": n for why, n in sorted(skipped.items())})
     sampled = sample_frames(run, options, {item.video.id for item in items})
     if sampled.rejected:
         summary.notes.append(f"{sampled.rejected} video(s) could not be sampled; their items are rejected")
-    ledger = Ledger(rd.ledger_path)
+    ledger = rd.open_ledger()
     try:
         if options.dry_run:
             return dry_run(rd, items, options, ledger, summary)
+        rd.claim_shard(STAGE, options.recorded())
         counts = asyncio.run(_run_items(rd, items, options, ledger, gates))
     finally:
         ledger.close()

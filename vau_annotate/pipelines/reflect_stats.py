@@ -55,9 +55,9 @@ def accuracy(judged: list[tuple[str, bool]]) -> str:
 
 def ledger_usage(rd: RunDir) -> dict[str, Any]:
     """Tokens and cost of the base and teacher calls as the ledger recorded them (all runs)."""
-    if not rd.ledger_path.exists():
+    if not rd.ledger_paths():
         return {}
-    with Ledger(rd.ledger_path) as ledger:
+    with rd.open_ledger() as ledger:
         groups = ledger.usage_summary()
     out: dict[str, Any] = {}
     for role in ROLES:

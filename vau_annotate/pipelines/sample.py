@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vau_annotate.annotate.rundir import RunDir, atomic_write_bytes, atomic_write_text
+from vau_annotate.annotate.shards import active_shard
+from vau_annotate.annotate.shards import owns as shard_owns
 from vau_annotate.annotate.video import VideoError, canonical_decoder, parse_policy, sample_video
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.schemas import FrameSet, VideoRecord
@@ -65,7 +67,8 @@ def run_sample(
     rundir = RunDir(run)
     canonical = str(parse_policy(policy))
     decoder = canonical_decoder(decoder)
-    records = [r for r in rundir.load_manifest() if video_ids is None or r.id in video_ids]
+    records = [r for r in rundir.load_manifest() if (video_ids is None or r.id in video_ids) and shard_owns(r.id)]
+    rundir.claim_shard(sampling_stage(canonical, max_pixels), {"policy": canonical, "max_pixels": max_pixels})
     videos_dir = rundir.load_meta().videos
     todo = [r for r in records if not is_sampled(rundir, r.id, canonical, max_pixels)]
     rundir.clear_rejects(STAGE, {r.id for r in todo})
@@ -78,6 +81,11 @@ def run_sample(
 
     outcomes = execute(jobs, processes, show_progress, record_reject)
     return summarise(rundir, records, outcomes, canonical, max_pixels, decoder, workers, jpeg_quality)
+
+
+def sampling_stage(policy: str, max_pixels: int) -> str:
+    """A sampling's name among shard files: each policy and pixel budget is its own share of work."""
+    return f"sample_{policy.replace(':', '-')}_{max_pixels}px"
 
 
 def is_sampled(rundir: RunDir, video_id: str, policy: str, max_pixels: int) -> bool:
@@ -239,7 +247,7 @@ def summarise(rundir: RunDir, records: list[VideoRecord], outcomes: list[Outcome
         "rejected": rejected,
         "frames": sum(o.frames for o in sampled),
     }
-    rundir.record_stage(STAGE, {"policy": policy, "max_pixels": max_pixels, "decoder": decoder, "workers": workers, "jpeg_quality": jpeg_quality}, counts)
+    rundir.record_stage(sampling_stage(policy, max_pixels) if active_shard() else STAGE, {"policy": policy, "max_pixels": max_pixels, "decoder": decoder, "workers": workers, "jpeg_quality": jpeg_quality}, counts)
     notes = []
     substituted = 0 if decoder == "auto" else sum(1 for o in sampled if o.decoder != decoder)
     if substituted:

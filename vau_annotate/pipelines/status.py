@@ -28,9 +28,9 @@ def collect_status(run: Path) -> dict[str, Any]:
             report["stages"][f"sample {sampling}"] = {"sampled": len(done), "pending": len(records) - len(done)}
     for (stage, reason), n in sorted(rd.reject_summary().items()):
         report["rejects"].setdefault(stage, {})[reason] = n
-    if rd.ledger_path.exists():
+    if rd.ledger_paths():
         report.update(_ledger_status(rd))
-        batches = pending_batches(rd.ledger_path)
+        batches = [job for path in rd.ledger_paths() for job in pending_batches(path)]
         if batches:
             report["pending_batches"] = batches
     from vau_annotate.pipelines.reflect import reflection_stats
@@ -65,7 +65,7 @@ def _ledger_status(rd: RunDir) -> dict[str, Any]:
     """Calls, cache hits, tokens, cost and failures as recorded in the ledger."""
     from vau_annotate.annotate.ledger import Ledger
 
-    ledger = Ledger(rd.ledger_path)
+    ledger = rd.open_ledger()
     try:
         out: dict[str, Any] = {"usage": ledger.usage_summary()}
         # per model-backed stage: accepted records on disk; rejected and pending (after a transient
