@@ -4,23 +4,12 @@ trainer tests need nothing from the export pipeline: real JPEG frames, real H.26
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
+from media import random_jpeg as jpeg
 
 SYSTEM = "You are an expert in video anomaly analysis."
 QUESTION = "Is there an anomaly in the video? Think step by step, then answer with the tags."
-
-
-def jpeg(seed: int, height: int = 84, width: int = 112, quality: int = 90) -> bytes:
-    """A JPEG of seeded noise: different seeds are different frames."""
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def chat(answer: str, question: str = QUESTION) -> list[dict]:

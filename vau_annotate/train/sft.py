@@ -141,7 +141,14 @@ def load_model(recipe: SFTRecipe):
 def training_arguments(recipe: SFTRecipe):
     from transformers import TrainingArguments
 
+    # transformers 5.24 renamed gradient_checkpointing to activation_checkpointing (old name deprecated)
+    fields = TrainingArguments.__dataclass_fields__
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    extra: dict[str, Any] = {}
+    if recipe.gradient_checkpointing:
+        extra = {checkpointing: True, f"{checkpointing}_kwargs": {"use_reentrant": False}}
     return TrainingArguments(
+        **extra,
         output_dir=recipe.output_dir,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps,
@@ -155,8 +162,6 @@ def training_arguments(recipe: SFTRecipe):
         max_grad_norm=recipe.max_grad_norm,
         optim=recipe.optim,
         bf16=recipe.bf16,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if recipe.gradient_checkpointing else None,
         logging_steps=recipe.logging_steps,
         save_strategy="steps",
         save_steps=recipe.save_steps,
