@@ -64,6 +64,9 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False, token: str
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise HubError(f"the Hub refused the push of {repo_id} (HTTP {status}): {_reason(exc)}") from None
+    except (RuntimeError, ValueError, OSError) as exc:  # an LFS upload that failed, invalid card metadata, the network
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise HubError(f"pushing {repo_id} failed: {_reason(exc)} ({_reason(cause)})" if cause is not exc else f"pushing {repo_id} failed: {_reason(exc)}") from None
     return Pushed(repo_id, str(repo), commit.oid, len(files))
 
 
