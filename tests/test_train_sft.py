@@ -258,3 +258,25 @@ def test_cli_lists_recipes_and_trains(tiny_model_dir: Path, embed_dir: Path, tmp
     assert bad.exit_code == 2 and "learning_rate" in bad.output
     wrong_config = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", "dataset_config=grpo_qa", f"output_dir={out}"])
     assert wrong_config.exit_code == 1
+
+
+@pytest.mark.slow
+def test_trains_on_every_chat_config_that_export_wrote(tiny_model_dir: Path, processor, tmp_path: Path) -> None:
+    """The real producer: the offline demo run → `vau-annotate export` → one SFT step per chat config."""
+    from datasets import load_dataset
+
+    runner = CliRunner()
+    run, exported = tmp_path / "demo", tmp_path / "exported"
+    made = runner.invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir)])
+    assert made.exit_code == 0, made.output[-2000:]
+    done = runner.invoke(app, ["export", "--run", str(run), "--out", str(exported), "--configs", "p2c_sft,reflect_sft,reflect_sft_conditioned", "--split", "ratio:1,0,0"])
+    assert done.exit_code == 0, done.output[-2000:]
+    for config in ("p2c_sft", "reflect_sft", "reflect_sft_conditioned"):
+        rows = load_dataset(str(exported), config, split="train")
+        batch = SFTCollator(processor)([rows[0]])
+        trained = batch["labels"][0] != IGNORE_INDEX
+        assert trained.any() and int(batch["video_grid_thw"].shape[0]) == 1
+        out = tmp_path / f"run-{config}"
+        result = train_sft(_recipe(tiny_model_dir, exported, out, dataset_config=config, batch_size=1, max_steps=1, save_steps=10))
+        assert result.global_step == 1 and math.isfinite(result.train_loss), config
+
