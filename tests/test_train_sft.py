@@ -186,6 +186,20 @@ def test_recipes_are_found_by_name_typed_and_strict(tmp_path: Path) -> None:
     assert coerce("x", "1e-5", float) == 1e-5 and coerce("x", "off", bool) is False
 
 
+def test_every_shipped_recipe_and_accelerate_config_loads() -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from vau_annotate.train.config import CONFIGS_DIR
+
+    for name in shipped_configs("sft_"):
+        assert load_sft_recipe(name).model, name
+    kinds = {path.stem: ClusterConfig.from_yaml_file(str(path)) for path in sorted((CONFIGS_DIR / "accelerate").glob("*.yaml"))}
+    assert {name: (c.distributed_type.value, (c.deepspeed_config or {}).get("zero_stage")) for name, c in kinds.items()} == {
+        "fsdp": ("FSDP", None), "zero2": ("DEEPSPEED", 2), "zero3": ("DEEPSPEED", 3),
+    }
+    assert kinds["fsdp"].fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
