@@ -113,6 +113,11 @@ def test_video_goes_through_the_video_processor_with_its_true_rate(processor, em
     assert int((batch["mm_token_type_ids"] != 0).sum()) == video_tokens  # 3-D RoPE needs these
     faster = dict(embed_rows[0], frame_times=[0.0, 0.25, 0.5, 0.75])
     assert SFTCollator(processor)([faster])["second_per_grid_ts"].tolist() == [0.5]
+    # the pixel budget: the row's own (what export sampled at), unless the recipe sets one
+    _, height, width = SFTCollator(processor)([dict(embed_rows[0], max_pixels=28 * 28 * 4)])["video_grid_thw"][0].tolist()
+    assert height * width * 14 * 14 <= 28 * 28 * 4
+    _, height, width = SFTCollator(processor, max_pixels=28 * 28 * 12)([dict(embed_rows[0], max_pixels=28 * 28 * 4)])["video_grid_thw"][0].tolist()
+    assert height * width * 14 * 14 == 84 * 112  # the recipe budget wins: frames kept at their size
 
 
 def test_only_assistant_tokens_carry_labels(processor, embed_rows) -> None:
