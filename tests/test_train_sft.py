@@ -274,9 +274,18 @@ def test_cli_lists_recipes_and_trains(tiny_model_dir: Path, embed_dir: Path, tmp
     assert ran.exit_code == 0, ran.output
     assert "trained 1 steps" in ran.output and (out / "final" / "config.json").is_file()
     bad = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", "lerning_rate=1"])
-    assert bad.exit_code == 2 and "learning_rate" in bad.output
-    wrong_config = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", "dataset_config=grpo_qa", f"output_dir={out}"])
-    assert wrong_config.exit_code == 1
+    assert bad.exit_code == 2 and "did you mean learning_rate" in " ".join(bad.output.split())
+    # a GRPO config (prompt, no assistant target) is refused by name, with exit 1
+    from datasets import Features
+
+    features = tf.embed_features()
+    grpo = Features({("prompt" if key == "messages" else key): value for key, value in features.items()})
+    rows = [{("prompt" if key == "messages" else key): value for key, value in tf.embed_row(0).items()}]
+    grpo_dir = tf.write_export(tmp_path / "grpo", "grpo_qa", {"train": rows}, grpo)
+    wrong_config = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={grpo_dir}", "dataset_config=grpo_qa", f"output_dir={out}"])
+    assert wrong_config.exit_code == 1 and "[grpo_qa] has no messages column" in " ".join(wrong_config.output.split())
+    missing = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={tmp_path / 'nowhere'}", f"output_dir={out}"])
+    assert missing.exit_code == 2 and "no export folder" in " ".join(missing.output.split())
 
 
 @pytest.mark.slow
