@@ -108,7 +108,7 @@ def build_model(size: str, bf16: bool, workdir: Path, max_pixels: int):
     processor.video_processor.max_video_tokens = 1 << 20
     config = tiny.build_config(tokenizer)
     if size == "3b":
-        text = config.text_config.to_dict() | QWEN_3B_TEXT
+        text = {k: v for k, v in config.text_config.to_dict().items() if k not in ("layer_types", "max_window_layers")} | QWEN_3B_TEXT
         vision = config.vision_config.to_dict() | QWEN_3B_VISION
         config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=config.image_token_id,
                                   video_token_id=config.video_token_id, vision_start_token_id=config.vision_start_token_id,

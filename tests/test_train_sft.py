@@ -256,7 +256,7 @@ def test_path_rows_train_and_lora_touches_only_the_language_model(tiny_model_dir
     videos = tmp_path / "videos"
     dataset = tf.path_export(tmp_path / "export-path", videos)
     out = tmp_path / "lora"
-    result = train_sft(_recipe(tiny_model_dir, dataset, out, videos_root=str(videos), lora=True, lora_r=4, max_steps=2, save_steps=10))
+    result = train_sft(_recipe(tiny_model_dir, dataset, out, videos_root=str(videos), lora=True, lora_r=4, max_steps=2, save_steps=10, gradient_checkpointing=True))
     assert result.global_step == 2 and math.isfinite(result.train_loss)
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and not any("visual" in name for name in adapter)
