@@ -270,9 +270,12 @@ def test_cli_lists_recipes_and_trains(tiny_model_dir: Path, embed_dir: Path, tmp
     listed = runner.invoke(app, ["train", "configs"])
     assert listed.exit_code == 0 and "sft_p2c_qwen2_5_vl_3b" in listed.output and "sft_tiny" in listed.output
     out = tmp_path / "cli"
-    ran = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", f"output_dir={out}", "max_steps=1"])
+    ran = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", f"output_dir={out}", "max_steps=1", "bf16=true"])
     assert ran.exit_code == 0, ran.output
     assert "trained 1 steps" in ran.output and (out / "final" / "config.json").is_file()
+    from safetensors.torch import load_file
+
+    assert {str(tensor.dtype) for tensor in load_file(out / "final" / "model.safetensors").values()} == {"torch.bfloat16"}
     bad = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", "lerning_rate=1"])
     assert bad.exit_code == 2 and "did you mean learning_rate" in " ".join(bad.output.split())
     # a GRPO config (prompt, no assistant target) is refused by name, with exit 1

@@ -149,6 +149,10 @@ def training_arguments(recipe: SFTRecipe):
     extra: dict[str, Any] = {}
     if recipe.gradient_checkpointing:
         extra = {checkpointing: True, f"{checkpointing}_kwargs": {"use_reentrant": False}}
+    import torch
+
+    if recipe.bf16 and not torch.cuda.is_available():
+        extra["use_cpu"] = True  # transformers refuses bf16 without a GPU unless told it is a CPU run
     return TrainingArguments(
         **extra,
         output_dir=recipe.output_dir,
