@@ -85,8 +85,6 @@ def test_embed_row_frames_keep_their_order_and_times(embed_rows) -> None:
 
 
 def test_path_rows_are_decoded_with_their_sampling_parameters(tmp_path: Path) -> None:
-    from PIL import Image  # noqa: F401
-
     from vau_annotate.annotate.synth import make_clip, read_index
 
     make_clip(tmp_path / "videos" / "a.mp4", seconds=2.0, fps=10, width=224, height=168)

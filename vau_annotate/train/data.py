@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -182,7 +182,6 @@ class Example:
     frames: list | None = None
     fps: float | None = None
     row_id: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def row_example(row: dict, column: str = "messages", videos_root: str | Path | None = None, decoder: str = "auto") -> Example:
