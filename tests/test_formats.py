@@ -118,6 +118,8 @@ def test_vau_bench_csv_reads_back_with_the_vau_bench_parser(demo_run: Path, tmp_
         assert [m.model_dump() for m in row.mcqs] == [m.model_dump() for m in original.mcqs]
         assert row.category == original.category and row.reasoning == original.reasoning
     explosion = next(r for r in parsed.rows if "Explosion012_x264" in r.name)
-    assert explosion.spans == [] and explosion.label == "abnormal"  # -1,-1: span unknown, as VAU-Bench writes it
+    assert explosion.spans == [] and explosion.label == "abnormal" and not explosion.span_known
+    raw = [line for line in (out / "train.csv").read_text().splitlines() if "Explosion012_x264" in line]
+    assert raw and all(line.endswith(",Explosion,-1.0,-1.0") for line in raw)  # unknown span, as VAU-Bench writes it
     fight = next(r for r in parsed.rows if "Fighting003_x264" in r.name)
     assert fight.spans == [(3.0, 6.0)]
