@@ -349,3 +349,13 @@ def test_a_failing_export_leaves_no_directory(demo_run: Path, tmp_path: Path, mo
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
     refused = export("--run", str(demo_run), "--out", str(out))
     assert refused.exit_code == 2 and "is not empty" in flat(refused.output)
+
+
+def test_a_record_that_does_not_validate_is_counted_not_fatal(demo_run: Path, tmp_path: Path) -> None:
+    run = _copy_run(demo_run, tmp_path / "edited", "x.csv")
+    (run / "cot" / "Assault_2.json").write_text('{"video_id": "Assault_2", "label": "abnormal"}')
+    out = tmp_path / "out"
+    result = export("--run", str(run), "--out", str(out), "--frames", "path", "--configs", "p2c_sft")
+    assert result.exit_code == 0, result.output
+    assert "1 × cot record that does not validate" in flat(result.output)
+    assert sorted(r["video_id"] for r in rows_of(out, "p2c_sft")) == ["Explosion012_x264", "Fighting003_x264", "Normal_Videos_015_x264"]

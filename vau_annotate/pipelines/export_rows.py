@@ -105,7 +105,7 @@ def _video_for(inputs: Inputs, video_id: str, skips: Counter) -> Video | None:
 
 def p2c_sft(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
     system = system_text()
-    for run, record in cot_records(inputs.runs):
+    for run, record in cot_records(inputs.runs, skips):
         video = _video_for(inputs, record.video_id, skips)
         if video is None:
             continue
@@ -121,7 +121,7 @@ def p2c_sft(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
 def _reflect_rows(form: str) -> Builder:
     def build(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
         fallback_system = system_text()
-        for run, record in reflection_records(inputs.runs):
+        for run, record in reflection_records(inputs.runs, skips):
             video = _video_for(inputs, record.video_id, skips)
             if video is None:
                 continue
@@ -257,7 +257,7 @@ def rft_prompt(task: str, question: str, options: list[str], duration: float | N
 # -- captions ----------------------------------------------------------------------------------------
 
 def captions(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
-    for run, record in cot_records(inputs.runs):
+    for run, record in cot_records(inputs.runs, skips):
         video = _video_for(inputs, record.video_id, skips)
         if video is None:
             continue
