@@ -1,6 +1,7 @@
 """`export --format …`: each foreign format re-read by a reader written from its published field list.
 
-verl and EasyR1 parquet are read with pyarrow and checked field by field; Video-R1 JSON with json; Vad-Reasoning JSONL and VAU-Bench CSV are read
+verl and EasyR1 parquet are read with pyarrow and checked field by field (and verl's own RLHFDataset
+plus its qwen-vl-utils vision step decode the verl rows where verl imports); Video-R1 JSON with json; Vad-Reasoning JSONL and VAU-Bench CSV are read
 back by this project's own ingest parsers, which were written from those datasets' releases.
 """
 
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from test_export import demo_run  # noqa: F401  (session fixture shared with test_export)
@@ -60,6 +62,30 @@ def test_verl_parquet(demo_run: Path, tmp_path: Path) -> None:  # noqa: F811
     normal = next(r for r in rows if r["extra_info"]["id"] == "Normal_Videos_015_x264#tag")
     assert normal["reward_model"]["ground_truth"] == "normal"
     assert sorted(r["extra_info"]["index"] for r in rows) == list(range(len(rows)))
+
+
+def test_verl_own_dataset_class_decodes_the_rows(demo_run: Path, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """verl's RLHFDataset reads the parquet and its vision step (qwen-vl-utils) decodes each `videos`
+    dict: the sampling rule must be `fps` or `nframes`, never both keys. Runs where verl imports."""
+    rl_dataset = pytest.importorskip("verl.utils.dataset.rl_dataset", reason="verl is not installed in this environment")
+    import asyncio
+
+    from omegaconf import OmegaConf
+    from transformers import AutoProcessor, AutoTokenizer
+
+    processor, tokenizer = AutoProcessor.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    monkeypatch.chdir(demo_run / "source" / "videos")  # verl resolves the relative video paths from here
+    for rule, expected in ((("--fps", "1"), 10), (("--nframes", "4"), 4)):
+        out = export_format(demo_run, tmp_path / f"verl{expected}", "verl", "--split", "ratio:1,0,0", "--max-pixels", "12544", "--configs", "grpo_tag", *rule)
+        dataset = rl_dataset.RLHFDataset(data_files=[str(out / "train.parquet")], tokenizer=tokenizer, processor=processor,
+                                         config={"filter_overlong_prompts": False, "cache_dir": str(tmp_path / "cache")})
+        item = next(dataset[i] for i in range(len(dataset)) if dataset[i]["extra_info"]["id"] == "Fighting003_x264#tag")
+        assert item["reward_model"]["ground_truth"] == "[3.0, 6.0]"
+        part = item["raw_prompt"][1]["content"][0]
+        assert part["type"] == "video" and part["video"] == "Fighting003_x264.mp4"
+        _, videos = asyncio.run(rl_dataset.RLHFDataset.process_vision_info(item["raw_prompt"], image_patch_size=14, config=OmegaConf.create({})))
+        frames, meta = videos[0]
+        assert frames.shape[0] == expected and meta["total_num_frames"] == 100  # a 10 s clip at 10 fps
 
 
 def test_easyr1_parquet(demo_run: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -91,7 +91,7 @@ def video_columns(pending: Pending, options: VideoOptions) -> dict[str, Any]:
         extra = {"video": pending.video.record.path}
         if pending.frame_index is None:
             extra |= {"fps": options.fps if options.nframes is None else None, "nframes": options.nframes,
-                      "max_pixels": options.max_pixels, "min_pixels": options.min_pixels}
+                      "max_pixels": options.max_pixels, "min_pixels": min(options.min_pixels, options.max_pixels)}
         return extra
     frames = find_frames(pending.run, pending.video.record.id, pending.prefer, options.sampling)
     if frames is None:
