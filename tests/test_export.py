@@ -359,3 +359,16 @@ def test_a_record_that_does_not_validate_is_counted_not_fatal(demo_run: Path, tm
     assert result.exit_code == 0, result.output
     assert "1 × cot record that does not validate" in flat(result.output)
     assert sorted(r["video_id"] for r in rows_of(out, "p2c_sft")) == ["Explosion012_x264", "Fighting003_x264", "Normal_Videos_015_x264"]
+
+
+def test_sampling_option_picks_which_frames_to_embed(demo_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fps1"
+    assert export("--run", str(demo_run), "--out", str(out), "--configs", "grpo_tag", "--sampling", "fps:1").exit_code == 0
+    rows = {r["video_id"]: r for r in rows_of(out, "grpo_tag")}
+    frameset = next(RunDir(demo_run).frames_dir.glob("Fighting003_x264/fps-1_*/frameset.json"))
+    expected = json.loads(frameset.read_text())
+    assert len(rows["Fighting003_x264"]["frames"]) == len(expected["paths"]) and rows["Fighting003_x264"]["sample_fps"] == 1.0
+    assert rows["Fighting003_x264"]["frame_times"] == pytest.approx(expected["timestamps"])
+    default = tmp_path / "default"
+    assert export("--run", str(demo_run), "--out", str(default), "--configs", "grpo_tag").exit_code == 0
+    assert len(rows_of(default, "grpo_tag")[0]["frames"]) == 16  # otherwise the sampling with the most frames (uniform:16)
