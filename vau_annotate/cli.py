@@ -697,7 +697,16 @@ def export(
             console.print(f"[bold red]push failed:[/] {exc} (the export is complete in {out_dir}; retry with `vau-annotate push {out_dir} {push_to_hub}`)")
             raise typer.Exit(code=1) from None
         result.summary.notes.append(f"pushed {pushed.files} file(s) to {pushed.url} (commit {pushed.commit[:12]})")
-    finish(result.summary, out_dir)
+    summary = result.summary
+    table = Table(title=f"export: {out_dir}", show_header=False)
+    for key, value in summary.counts.items():
+        table.add_row(key, str(value))
+    out.print(table)
+    for note in summary.notes:
+        console.print(note)
+    if summary.rejected:
+        console.print(f"[yellow]{summary.rejected} row(s) left out for missing frames[/] (exit status 3: partial)")
+    raise typer.Exit(code=summary.exit_code)
 
 
 @app.command()

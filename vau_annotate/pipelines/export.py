@@ -216,7 +216,3 @@ def _summary(inputs: Inputs, results: dict[str, ConfigResult], options: ExportOp
 
 def _reasons(result: ConfigResult) -> str:
     return "; ".join(f"{n} × {reason}" for reason, n in result.skips.most_common())
-
-
-def has_output(results: dict[str, ConfigResult]) -> bool:
-    return any(r.total for r in results.values())

@@ -30,6 +30,7 @@ SYSTEM_PROMPT = "export_system"
 P2C_PROMPT = "p2c_question"
 RFT_PROMPT = "reflect_rft"
 TAG_QUESTION = "reflect_tag_question"
+P2C_QUESTION = "Does an anomaly happen in this video: which, what, when, where, why and how?"
 RFT_ANSWER_FORMAT = {
     "qa": "Each answer is only the letter of the correct option.",
     "tag": "Each answer is the abnormal event's [start, end] in seconds, or normal when nothing abnormal happens.",
@@ -104,7 +105,7 @@ def _video_for(inputs: Inputs, video_id: str, skips: Counter) -> Video | None:
 
 def p2c_sft(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
     system = system_text()
-    for run, record in cot_records(inputs.runs):
+    for run, record in cot_records(inputs.runs, skips):
         video = _video_for(inputs, record.video_id, skips)
         if video is None:
             continue
@@ -120,7 +121,7 @@ def p2c_sft(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
 def _reflect_rows(form: str) -> Builder:
     def build(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
         fallback_system = system_text()
-        for run, record in reflection_records(inputs.runs):
+        for run, record in reflection_records(inputs.runs, skips):
             video = _video_for(inputs, record.video_id, skips)
             if video is None:
                 continue
@@ -218,7 +219,7 @@ def grpo_p2c(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
         if span is None and video.record.label == "abnormal" and video.record.id in model_spans:
             span, source = model_spans[video.record.id], "model"
         row = base_row(f"{video.record.id}#p2c", video) | {"prompt": _prompt(user, system)}
-        row |= _solution("p2c", video, span=span, when_source=source if span else "none", question=user)
+        row |= _solution("p2c", video, span=span, when_source=source if span else "none", question=P2C_QUESTION)
         yield Pending(row, video, video.run)
 
 
@@ -226,14 +227,11 @@ def grpo_reflect(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
     """SRVAU-R1 RFT: the same items as `reflect` (one per MCQ, one grounding item per video with a
     usable truth), asked with the RFT prompt that wants think, answer, reflection, think, answer."""
     system = system_text()
-    prompt = load_prompt(RFT_PROMPT)
     for video in inputs.videos.values():
         items, skipped = build_items([video.record], ("qa", "tag"))
         skips.update(skipped)
         for item in items:
-            options = format_options(item.options) if item.options else ""
-            user = prompt.render(question=item.question, options=options, answer_format=RFT_ANSWER_FORMAT[item.task],
-                                 duration=seconds(video.record.duration), task=item.task)
+            user = rft_prompt(item.task, item.question, item.options, video.record.duration)
             span = list(item.truth.span) if item.truth.span else annotated_span(video)
             row = base_row(item.id, video) | {"prompt": _prompt(user, system)}
             row |= _solution("reflect", video, answer=item.truth.letter or "", options=item.options, span=span,
@@ -241,10 +239,25 @@ def grpo_reflect(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
             yield Pending(row, video, video.run, [("fps:1", 360 * 420)])
 
 
+def rft_prompt(task: str, question: str, options: list[str], duration: float | None) -> str:
+    """The RFT prompt for one question: rendered by the reflection schema's renderer when it has one
+    (the same words as the Self-Reflection SFT prompt), else from `reflect_rft` here."""
+    from vau_annotate.schemas import reflection as reflection_schema
+
+    render = getattr(reflection_schema, "render_reflect_prompt", None)
+    if render is not None:
+        return render(RFT_PROMPT, task, question, options, None, duration)
+    note = "The video is given as frames in time order; times count in seconds from the first frame."
+    if task == "tag" and duration:
+        note += f" It lasts {duration:.1f} seconds."
+    block = f"Options:\n{format_options(options)}\n" if options else ""
+    return load_prompt(RFT_PROMPT).render(video_note=note, question=question, options_block=block, answer_format=RFT_ANSWER_FORMAT[task])
+
+
 # -- captions ----------------------------------------------------------------------------------------
 
 def captions(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
-    for run, record in cot_records(inputs.runs):
+    for run, record in cot_records(inputs.runs, skips):
         video = _video_for(inputs, record.video_id, skips)
         if video is None:
             continue

@@ -10,6 +10,7 @@ export's memory does not grow with the number of records; a record id seen twice
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator, TypeVar
@@ -103,11 +104,11 @@ def open_runs(paths: list[Path]) -> Inputs:
     return Inputs(runs, videos, duplicates)
 
 
-def iter_records(runs: list[Run], stage: str, model: type[M], key: str) -> Iterator[tuple[Run, M]]:
+def iter_records(runs: list[Run], stage: str, model: type[M], key: str, skips: Counter | None = None) -> Iterator[tuple[Run, M]]:
     """Accepted records of a stage over all runs, one file at a time, first run winning per `key`.
 
-    A file that no longer parses (e.g. written by an older version) is skipped and counted by the
-    caller through `bad`; it never stops the export.
+    A file that does not validate (e.g. hand-edited, or written by another version) is skipped and
+    counted in `skips`; it never stops the export.
     """
     seen: set[str] = set()
     for run in runs:
@@ -120,6 +121,8 @@ def iter_records(runs: list[Run], stage: str, model: type[M], key: str) -> Itera
             try:
                 record = model.model_validate_json(path.read_bytes())
             except ValidationError:
+                if skips is not None:
+                    skips[f"{stage} record that does not validate"] += 1
                 continue
             ident = getattr(record, key)
             if ident in seen:
@@ -128,12 +131,12 @@ def iter_records(runs: list[Run], stage: str, model: type[M], key: str) -> Itera
             yield run, record
 
 
-def cot_records(runs: list[Run]) -> Iterator[tuple[Run, CotRecord]]:
-    return iter_records(runs, "cot", CotRecord, "video_id")
+def cot_records(runs: list[Run], skips: Counter | None = None) -> Iterator[tuple[Run, CotRecord]]:
+    return iter_records(runs, "cot", CotRecord, "video_id", skips)
 
 
-def reflection_records(runs: list[Run]) -> Iterator[tuple[Run, ReflectionRecord]]:
-    return iter_records(runs, "reflect", ReflectionRecord, "id")
+def reflection_records(runs: list[Run], skips: Counter | None = None) -> Iterator[tuple[Run, ReflectionRecord]]:
+    return iter_records(runs, "reflect", ReflectionRecord, "id", skips)
 
 
 # -- frames ----------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def video_columns(pending: Pending, options: VideoOptions) -> dict[str, Any]:
         extra = {"video": pending.video.record.path}
         if pending.frame_index is None:
             extra |= {"fps": options.fps if options.nframes is None else None, "nframes": options.nframes,
-                      "max_pixels": options.max_pixels, "min_pixels": options.min_pixels}
+                      "max_pixels": options.max_pixels, "min_pixels": min(options.min_pixels, options.max_pixels)}
         return extra
     frames = find_frames(pending.run, pending.video.record.id, pending.prefer, options.sampling)
     if frames is None:
@@ -128,13 +128,14 @@ class ShardWriter:
     shards: list[Path] = field(default_factory=list)
     _batch: list[dict] = field(default_factory=list)
     _batch_bytes: int = 0
+    _shard_bytes: int = 0
     _writer: Any = None
 
     def add(self, row: dict, size: int) -> None:
         self._batch.append(self.features.encode_example(row))
         self._batch_bytes += size
         self.rows += 1
-        if len(self._batch) >= BATCH_ROWS or self._batch_bytes >= BATCH_BYTES:
+        if len(self._batch) >= BATCH_ROWS or self._batch_bytes >= min(BATCH_BYTES, self.max_shard_bytes):
             self._flush()
 
     def _flush(self) -> None:
@@ -148,10 +149,11 @@ class ShardWriter:
             self.shards.append(path)
             self._writer = pq.ParquetWriter(path, table.schema, compression="zstd")
         self._writer.write_table(table)
+        self._shard_bytes += self._batch_bytes
         self._batch, self._batch_bytes = [], 0
-        if self.shards[-1].stat().st_size >= self.max_shard_bytes:
+        if self._shard_bytes >= self.max_shard_bytes:  # embedded images dominate a shard's size
             self._writer.close()
-            self._writer = None
+            self._writer, self._shard_bytes = None, 0
 
     def close(self) -> list[str]:
         """Write what is left and name the shards. An empty split gets no file: `datasets` refuses a

@@ -1,6 +1,7 @@
 """verl RL parquet: `data_source`, `prompt` (chat, `<video>` where the video goes), `ability`,
 `reward_model` {`style`, `ground_truth`}, `extra_info` (the solution columns), and `videos` as
-dicts `{video, fps, max_frames, min_pixels, max_pixels}` that verl's RLHFDataset hands to
+dicts `{video, fps, max_frames, min_pixels, max_pixels}` (or `nframes` instead of `fps` and
+`max_frames`) that verl's RLHFDataset hands to
 qwen-vl-utils (verl docs: "Prepare Data for Post-Training"; multimodal datasets). A reward
 function `compute_score(data_source, solution_str, ground_truth, extra_info)` reads them.
 """
@@ -16,12 +17,20 @@ VIDEO_TOKEN = "<video>"
 MAX_FRAMES = 32
 
 
-def schema():
+def video_fields(by_count: bool) -> list[tuple[str, object]]:
+    """The keys of a `videos` dict. qwen-vl-utils accepts `fps` or `nframes`, never both keys (even
+    one null), and an Arrow struct always has all its fields, so each export carries just one."""
+    import pyarrow as pa
+
+    rule = [("nframes", pa.int32())] if by_count else [("fps", pa.float32()), ("max_frames", pa.int32())]
+    return [("video", pa.string()), *rule, ("min_pixels", pa.int32()), ("max_pixels", pa.int32())]
+
+
+def schema(by_count: bool = False):
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    video = pa.struct([("video", pa.string()), ("fps", pa.float32()), ("nframes", pa.int32()), ("max_frames", pa.int32()),
-                       ("min_pixels", pa.int32()), ("max_pixels", pa.int32())])
+    video = pa.struct(video_fields(by_count))
     extra = pa.struct([
         ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("video_id", pa.string()), ("task", pa.string()),
         ("reflect_task", pa.string()), ("answer", pa.string()), ("options", pa.list_(pa.string())), ("span", pa.list_(pa.float32())),
@@ -36,7 +45,8 @@ def schema():
 
 
 def write(context: FormatContext, folder: Path) -> None:
-    out = SplitParquet(folder, schema())
+    by_count = context.options.video.nframes is not None
+    out = SplitParquet(folder, schema(by_count))
     index = 0
     for config in context.grpo_configs():
         for split, row in context.rows(config):
@@ -50,8 +60,8 @@ def write(context: FormatContext, folder: Path) -> None:
                 "data_source": f"vau_annotate/{row['task']}", "prompt": prompt, "ability": f"video_anomaly_{row['task']}",
                 "reward_model": {"style": "rule", "ground_truth": ground_truth(row)},
                 "extra_info": {"split": split, "index": index, **extra},
-                "videos": [{"video": row["video"], "fps": row["fps"], "nframes": row["nframes"], "max_frames": MAX_FRAMES,
-                            "min_pixels": row["min_pixels"], "max_pixels": row["max_pixels"]}],
+                "videos": [{"video": row["video"], "min_pixels": row["min_pixels"], "max_pixels": row["max_pixels"],
+                            **({"nframes": row["nframes"]} if by_count else {"fps": row["fps"], "max_frames": MAX_FRAMES})}],
             })
             index += 1
     out.close()
