@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# A fresh `datasets` cache per test session, set before `datasets` is imported: its cache of a local
+# folder is keyed by folder and config name only, so an earlier session's rows could be served.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="vau-test-hf-datasets-"))
 
 
 @pytest.fixture(scope="session")

@@ -46,9 +46,9 @@ def export(*args: str) -> object:
 
 
 def load(out: Path, config: str) -> dict:
-    from datasets import load_dataset
+    from vau_annotate.schemas.rows import load_export
 
-    return load_dataset(str(out), config)
+    return load_export(str(out), config)
 
 
 def rows_of(out: Path, config: str) -> list[dict]:
@@ -372,3 +372,21 @@ def test_sampling_option_picks_which_frames_to_embed(demo_run: Path, tmp_path: P
     default = tmp_path / "default"
     assert export("--run", str(demo_run), "--out", str(default), "--configs", "grpo_tag").exit_code == 0
     assert len(rows_of(default, "grpo_tag")[0]["frames"]) == 16  # otherwise the sampling with the most frames (uniform:16)
+
+
+def test_a_new_export_into_the_same_folder_is_read_anew(demo_run: Path, tmp_path: Path) -> None:
+    """`datasets` caches a card-configured local folder by folder and config name only; the tool's
+    loader (used by train and rewards) reads the shards by path, so a re-export is never served stale."""
+    from datasets import load_dataset
+
+    from vau_annotate.schemas.rows import load_export
+
+    run = _copy_run(demo_run, tmp_path / "edited", "x.csv")
+    out = tmp_path / "stale-check"
+    assert export("--run", str(run), "--out", str(out), "--configs", "p2c_sft", "--split", "ratio:1,0,0").exit_code == 0
+    before = {r["video_id"] for r in load_export(str(out), "p2c_sft", split="train")}
+    assert {r["video_id"] for r in load_dataset(str(out), "p2c_sft", split="train")} == before  # the card loads too
+    (run / "cot" / "Assault_2.json").unlink()
+    assert export("--run", str(run), "--out", str(out), "--configs", "p2c_sft", "--split", "ratio:1,0,0", "--overwrite").exit_code == 0
+    after = {r["video_id"] for r in load_export(str(out), "p2c_sft", split="train")}
+    assert after == before - {"Assault_2"} and "Assault_2" in before

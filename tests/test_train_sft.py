@@ -49,9 +49,9 @@ def embed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def embed_rows(embed_dir: Path):
-    from datasets import load_dataset
+    from vau_annotate.schemas.rows import load_export
 
-    return load_dataset(str(embed_dir), "p2c_sft", split="train")
+    return load_export(str(embed_dir), "p2c_sft", split="train")
 
 
 def _loss(model, batch) -> float:
@@ -292,7 +292,7 @@ def test_cli_lists_recipes_and_trains(tiny_model_dir: Path, embed_dir: Path, tmp
 @pytest.mark.slow
 def test_trains_on_every_chat_config_that_export_wrote(tiny_model_dir: Path, processor, tmp_path: Path) -> None:
     """The real producer: the offline demo run → `vau-annotate export` → one SFT step per chat config."""
-    from datasets import load_dataset
+    from vau_annotate.schemas.rows import load_export
 
     runner = CliRunner()
     run, exported = tmp_path / "demo", tmp_path / "exported"
@@ -301,7 +301,7 @@ def test_trains_on_every_chat_config_that_export_wrote(tiny_model_dir: Path, pro
     done = runner.invoke(app, ["export", "--run", str(run), "--out", str(exported), "--configs", "p2c_sft,reflect_sft,reflect_sft_conditioned", "--split", "ratio:1,0,0"])
     assert done.exit_code == 0, done.output[-2000:]
     for config in ("p2c_sft", "reflect_sft", "reflect_sft_conditioned"):
-        rows = load_dataset(str(exported), config, split="train")
+        rows = load_export(str(exported), config, split="train")
         batch = SFTCollator(processor)([rows[0]])
         trained = batch["labels"][0] != IGNORE_INDEX
         assert trained.any() and int(batch["video_grid_thw"].shape[0]) == 1

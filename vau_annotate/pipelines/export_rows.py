@@ -20,7 +20,9 @@ from typing import Any, Callable, Iterator
 
 from vau_annotate.annotate.classes import NORMAL, default_taxonomy
 from vau_annotate.pipelines.export_source import Inputs, Run, Video, cot_records, reflection_records
-from vau_annotate.pipelines.reflect import build_items, format_options
+from vau_annotate.pipelines.reflect import build_items
+from vau_annotate.pipelines.reflect_requests import format_options
+from vau_annotate.schemas.reflection import render_reflect_prompt
 from vau_annotate.prompts import load_fragment, load_prompt
 from vau_annotate.schemas.cot import CotRecord
 from vau_annotate.schemas.reflection import ReflectionRecord
@@ -240,18 +242,8 @@ def grpo_reflect(inputs: Inputs, skips: Counter) -> Iterator[Pending]:
 
 
 def rft_prompt(task: str, question: str, options: list[str], duration: float | None) -> str:
-    """The RFT prompt for one question: rendered by the reflection schema's renderer when it has one
-    (the same words as the Self-Reflection SFT prompt), else from `reflect_rft` here."""
-    from vau_annotate.schemas import reflection as reflection_schema
-
-    render = getattr(reflection_schema, "render_reflect_prompt", None)
-    if render is not None:
-        return render(RFT_PROMPT, task, question, options, None, duration)
-    note = "The video is given as frames in time order; times count in seconds from the first frame."
-    if task == "tag" and duration:
-        note += f" It lasts {duration:.1f} seconds."
-    block = f"Options:\n{format_options(options)}\n" if options else ""
-    return load_prompt(RFT_PROMPT).render(video_note=note, question=question, options_block=block, answer_format=RFT_ANSWER_FORMAT[task])
+    """The SRVAU-R1 RFT prompt for one question, rendered like the Self-Reflection SFT prompt."""
+    return render_reflect_prompt(RFT_PROMPT, task, question, options, None, duration)
 
 
 # -- captions ----------------------------------------------------------------------------------------

@@ -100,3 +100,28 @@ def features(config: str, mode: FramesMode):
     else:
         raise KeyError(f"unknown config {config!r} (known: {', '.join(CONFIGS)})")
     return Features({**base, **cols, **video_features(mode)})
+
+
+def load_export(source: str, config: str, split: str | None = None):  # -> datasets.Dataset | DatasetDict
+    """A config of an exported dataset: a local export folder, or a Hub dataset id.
+
+    Why not `load_dataset(DIR, CONFIG)` for a folder: for configs named in the card's YAML,
+    `datasets` (5.2) caches a local folder under (folder name, config name) and ignores what the
+    files hold — re-export into `out/` and a trainer would silently read the old rows. Reading the
+    parquet shards with explicit `data_files` makes the cache key include the files' paths and
+    modification times, so a new export is always read anew.
+    """
+    from pathlib import Path
+
+    import datasets
+
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return datasets.load_dataset(source, config, split=split)
+    files = {s: sorted(str(p) for p in (folder / config).glob(f"{s}-*.parquet")) for s in SPLITS}
+    files = {s: f for s, f in files.items() if f}
+    if not files:
+        raise FileNotFoundError(f"{folder} has no {config} rows (no {config}/<split>-*.parquet)")
+    if split is not None and split not in files:
+        raise ValueError(f"{folder} [{config}] has no {split} split (it has {', '.join(files)})")
+    return datasets.load_dataset("parquet", data_files=files, split=split)

@@ -59,9 +59,9 @@ def parse_weights(specs: Iterable[str]) -> dict[str, float] | None:
 
 def load_rows(data: str, config: str, split: str) -> dict[str, dict[str, Any]]:
     """The solution columns of an exported GRPO config, by row id (frames are not decoded)."""
-    import datasets
+    from vau_annotate.schemas.rows import load_export
 
-    ds = datasets.load_dataset(data, config, split=split)
+    ds = load_export(data, config, split=split)
     keep = [c for c in SOLUTION_COLUMNS if c in ds.column_names]
     if "id" not in keep:
         raise ValueError(f"{data} [{config}/{split}] has no 'id' column")

@@ -89,13 +89,13 @@ def load_sft_recipe(config: str | Path | None, overrides: list[str] | dict[str, 
 
 def load_rows(recipe: SFTRecipe, split: str):
     """The split of the chat config from a local export directory or the Hub."""
-    from datasets import load_dataset
+    from vau_annotate.schemas.rows import load_export
 
     source = Path(recipe.dataset).expanduser()
     looks_local = recipe.dataset.startswith(("/", ".", "~")) or recipe.dataset.count("/") != 1
     if not source.exists() and looks_local:
         raise FileNotFoundError(f"dataset: no export folder {recipe.dataset} (a Hub id looks like owner/name)")
-    rows = load_dataset(str(source) if source.exists() else recipe.dataset, recipe.dataset_config, split=split)
+    rows = load_export(str(source) if source.exists() else recipe.dataset, recipe.dataset_config, split=split)
     if "messages" not in rows.column_names:
         raise ValueError(f"{recipe.dataset} [{recipe.dataset_config}] has no messages column: SFT needs one of {', '.join(SFT_CONFIGS)}")
     if recipe.max_samples is not None and split == recipe.train_split:
