@@ -96,13 +96,13 @@ class RunDir:
     def save_meta(self, meta: RunMeta) -> None:
         atomic_write_text(self.meta_path, meta.model_dump_json(indent=2))
 
-    def record_stage(self, stage: str, options: dict[str, Any], counts: dict[str, int], **meta_fields: Any) -> None:
-        """Append one stage invocation to run.json (options must already be free of secrets)."""
+    def record_stage(self, stage: str, options: dict[str, Any], counts: dict[str, int], started: str | None = None, **meta_fields: Any) -> None:
+        """Append one stage invocation to run.json (options must already be free of secrets); `started` is when it began."""
         meta = self.load_meta()
         for key, value in meta_fields.items():
             setattr(meta, key, value)
         meta.versions = library_versions()
-        meta.stages.append(StageRun(stage=stage, options=options, counts=counts, finished=utc_now()))
+        meta.stages.append(StageRun(stage=stage, options=options, counts=counts, finished=utc_now(), **({"started": started} if started else {})))
         self.save_meta(meta)
 
     # manifest --------------------------------------------------------------
@@ -163,9 +163,11 @@ class RunDir:
                 out.append(RejectRecord.model_validate_json(line))
         return out
 
-    def clear_rejects(self, stage: str, items: set[str] | None = None) -> None:
-        """Drop earlier rejects of a stage (for the given items, or all) before it runs again."""
-        kept = [r for r in self.load_rejects() if not (r.stage == stage and (items is None or r.item in items))]
+    def clear_rejects(self, stage: str, items: set[str] | None = None, detail: dict[str, Any] | None = None) -> None:
+        """Drop earlier rejects of a stage (for the given items, or all; only those whose detail matches `detail`) before it runs again."""
+        def matches(r: RejectRecord) -> bool:
+            return all(r.detail.get(k) == v for k, v in (detail or {}).items())
+        kept = [r for r in self.load_rejects() if not (r.stage == stage and (items is None or r.item in items) and matches(r))]
         atomic_write_text(self.rejects_path, "".join(r.model_dump_json() + "\n" for r in kept))
 
     def reject_summary(self) -> Counter[tuple[str, str]]:

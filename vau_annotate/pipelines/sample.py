@@ -23,6 +23,7 @@ from vau_annotate.annotate.rundir import RunDir, atomic_write_bytes, atomic_writ
 from vau_annotate.annotate.video import VideoError, canonical_decoder, parse_policy, sample_video
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.schemas import FrameSet, VideoRecord
+from vau_annotate.schemas.run import utc_now
 
 STAGE = "sample"
 
@@ -66,9 +67,11 @@ def run_sample(
     canonical = str(parse_policy(policy))
     decoder = canonical_decoder(decoder)
     records = [r for r in rundir.load_manifest() if video_ids is None or r.id in video_ids]
+    started = utc_now()
     videos_dir = rundir.load_meta().videos
     todo = [r for r in records if not is_sampled(rundir, r.id, canonical, max_pixels)]
-    rundir.clear_rejects(STAGE, {r.id for r in todo})
+    # only this sampling's earlier rejects: another policy's rejects stay on record
+    rundir.clear_rejects(STAGE, {r.id for r in todo}, detail={"policy": canonical, "max_pixels": max_pixels})
     processes = resolve_workers(workers, len(todo))
     jobs = [make_job(rundir, r, videos_dir, canonical, max_pixels, decoder, jpeg_quality, threads=processes == 1) for r in todo]
 
@@ -77,7 +80,7 @@ def run_sample(
             rundir.add_reject(outcome.video_id, STAGE, outcome.reason, policy=canonical, max_pixels=max_pixels)
 
     outcomes = execute(jobs, processes, show_progress, record_reject)
-    return summarise(rundir, records, outcomes, canonical, max_pixels, decoder, workers, jpeg_quality)
+    return summarise(rundir, records, outcomes, canonical, max_pixels, decoder, workers, jpeg_quality, started)
 
 
 def is_sampled(rundir: RunDir, video_id: str, policy: str, max_pixels: int) -> bool:
@@ -228,7 +231,7 @@ def _run_pool(jobs: list[Job], workers: int, tracker: _Tracker) -> None:
 
 
 def summarise(rundir: RunDir, records: list[VideoRecord], outcomes: list[Outcome], policy: str, max_pixels: int,
-              decoder: str, workers: int, jpeg_quality: int) -> StageSummary:
+              decoder: str, workers: int, jpeg_quality: int, started: str | None = None) -> StageSummary:
     """Counts for the CLI and run.json, plus a note when a decoder had to be substituted."""
     sampled = [o for o in outcomes if o.reason is None]
     rejected = len(outcomes) - len(sampled)
@@ -239,7 +242,7 @@ def summarise(rundir: RunDir, records: list[VideoRecord], outcomes: list[Outcome
         "rejected": rejected,
         "frames": sum(o.frames for o in sampled),
     }
-    rundir.record_stage(STAGE, {"policy": policy, "max_pixels": max_pixels, "decoder": decoder, "workers": workers, "jpeg_quality": jpeg_quality}, counts)
+    rundir.record_stage(STAGE, {"policy": policy, "max_pixels": max_pixels, "decoder": decoder, "workers": workers, "jpeg_quality": jpeg_quality}, counts, started=started)
     notes = []
     substituted = 0 if decoder == "auto" else sum(1 for o in sampled if o.decoder != decoder)
     if substituted:
