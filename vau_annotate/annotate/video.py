@@ -7,7 +7,10 @@ Conventions used everywhere in this module:
 - A frame's *timestamp* is its presentation time in seconds relative to the first frame:
   ``(pts - first_pts) * time_base``. Streams whose first pts is not 0 (MPEG-TS, edited MP4)
   therefore still start at 0.0, which is what annotation spans are measured against.
-- Every decoder returns RGB ``uint8`` arrays of shape ``(height, width, 3)``.
+- Every decoder returns RGB ``uint8`` arrays of shape ``(height, width, 3)`` in *display
+  orientation*: a file whose display matrix (MP4 `tkhd` matrix / rotate tag, as phones write it)
+  says "rotate by 90°" comes out rotated, the way a player shows it, and `VideoInfo.width` /
+  `height` are that displayed size.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class VideoInfo:
     start instead of by pts (and do not seek).
 
     `keyframes` are the indices of frames a decoder can start from (the seek targets).
+
+    `rotation` is the counter-clockwise rotation (0, 90, 180 or 270 degrees) that turns a decoded
+    picture into the displayed one (FFmpeg's display matrix, as `av_display_rotation_get` reads
+    it); `width` × `height` is the displayed size, i.e. swapped against the coded size for 90/270.
     """
 
     path: str
@@ -58,6 +65,7 @@ class VideoInfo:
     pts: tuple[int, ...] = field(repr=False)
     time_base: Fraction = Fraction(1, 1)
     pts_reliable: bool = True
+    rotation: int = 0
 
     def timestamp(self, index: int) -> float:
         """Presentation time of frame `index` in seconds from the first frame."""
@@ -199,17 +207,38 @@ def _declared_seconds(container, stream, fps: float) -> float | None:
     return None
 
 
-def _decode_first(container, stream) -> None:
-    """Decode the first frame: the cheapest proof that the codec data is usable."""
+def _decode_first(container, stream, strict: bool = True) -> int:
+    """Decode the first frame and return its display rotation (counter-clockwise degrees, 0-270).
+
+    Decoding it is the cheapest proof that the codec data is usable (`strict`: raise when it is
+    not) and the only place PyAV exposes the stream's display matrix (as the frame's rotation).
+    """
     import av
 
     container.seek(0, stream=stream, backward=True, any_frame=False)
     try:
-        for _ in container.decode(stream):
-            return
+        for frame in container.decode(stream):
+            return normalise_rotation(frame.rotation)
     except av.error.FFmpegError as exc:
-        raise VideoError(f"truncated or corrupt: the first frame cannot be decoded ({_ffmpeg_reason(exc)})") from None
-    raise VideoError("truncated or corrupt: no frame could be decoded")
+        if strict:
+            raise VideoError(f"truncated or corrupt: the first frame cannot be decoded ({_ffmpeg_reason(exc)})") from None
+        return 0
+    if strict:
+        raise VideoError("truncated or corrupt: no frame could be decoded")
+    return 0
+
+
+def normalise_rotation(degrees: float | None) -> int:
+    """A display rotation as 0, 90, 180 or 270 (counter-clockwise; odd angles to the nearest quarter)."""
+    return (int(round((degrees or 0) / 90.0)) * 90) % 360
+
+
+def upright(frame, rotation: int):
+    """The decoded RGB array turned by `rotation` degrees counter-clockwise: what a player displays."""
+    import numpy as np
+
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame
 
 
 def probe(path: str | os.PathLike[str], decode_first: bool = True) -> VideoInfo:
@@ -248,23 +277,26 @@ def probe(path: str | os.PathLike[str], decode_first: bool = True) -> VideoInfo:
         end = max(duration, float((pts[-1] + step) * time_base)) if reliable else duration
         if declared and end < declared * 0.95 - 0.2:
             raise VideoError(f"truncated or corrupt: the container promises {declared:.2f} s but only {duration:.2f} s of frames are present")
-        if decode_first:
-            _decode_first(container, stream)
+        rotation = _decode_first(container, stream, strict=decode_first)
         positions = {ts: i for i, ts in enumerate(scan.pts)}
         keyframes = tuple(sorted({positions[ts] for ts in scan.key_pts} | {0}))
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        if rotation in (90, 270):
+            width, height = height, width
         return VideoInfo(
             path=str(path),
             duration=round(duration, 6),
             fps=round(fps, 6),
             num_frames=num,
-            width=int(stream.codec_context.width),
-            height=int(stream.codec_context.height),
+            width=width,
+            height=height,
             codec=stream.codec_context.name,
             container=container.format.name,
             keyframes=keyframes,
             pts=tuple(pts),
             time_base=time_base,
             pts_reliable=reliable,
+            rotation=rotation,
         )
     finally:
         container.close()
@@ -375,7 +407,32 @@ def select_indices(policy: Policy, info: VideoInfo, spans: Sequence | None = Non
     n = int(policy.value)
     if n >= len(inside):
         return inside
-    return sorted({info.index_at(t) for t in _times_in_spans(clipped, n)})
+    return _distinct_frames(info, inside, _times_in_spans(clipped, n))
+
+
+def _distinct_frames(info: VideoInfo, frames: list[int], times: list[float]) -> list[int]:
+    """One distinct frame of `frames` per instant: the frame shown at that instant, or, when an
+    earlier instant took it, the nearest free frame in time.
+
+    On variable-frame-rate video several instants can fall on one long-shown frame; taking each
+    frame once would then return fewer frames than asked although the span holds enough.
+    """
+    stamps = [info.timestamp(i) for i in frames]
+    taken: set[int] = set()
+    for t in times:
+        pos = min(max(bisect.bisect_right(stamps, t + 1e-9) - 1, 0), len(frames) - 1)
+        if pos in taken:
+            lo, hi = pos - 1, pos + 1
+            while lo >= 0 and lo in taken:
+                lo -= 1
+            while hi < len(frames) and hi in taken:
+                hi += 1
+            if hi >= len(frames) or (lo >= 0 and t - stamps[lo] <= stamps[hi] - t):
+                pos = lo
+            else:
+                pos = hi
+        taken.add(pos)
+    return sorted(frames[k] for k in taken)
 
 
 def sampling_fps(policy: Policy, info: VideoInfo, indices: Sequence[int], spans: Sequence | None = None) -> float:
@@ -598,7 +655,7 @@ class _PyAVReader:
                     continue
                 self.position = index
                 if index == target:
-                    return frame.to_ndarray(format="rgb24")
+                    return upright(frame.to_ndarray(format="rgb24"), self.info.rotation)
                 if index > target:
                     raise _Overshoot(target)
             if self.ended:
@@ -690,6 +747,9 @@ def _opencv(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> li
     try:
         if not capture.isOpened():
             raise VideoError("not a video: OpenCV cannot open it")
+        # OpenCV's own auto-rotation is off: the probed rotation is applied below, as for PyAV
+        if not capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) and info.rotation:
+            raise VideoError("unsupported rotation: this OpenCV build cannot report unrotated frames; use --decoder auto")
         keep = set(wanted)
         out = []
         for index in range(wanted[-1] + 1):
@@ -699,7 +759,7 @@ def _opencv(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> li
                 ok, image = capture.retrieve()
                 if not ok:
                     raise VideoError(f"truncated or corrupt: OpenCV cannot decode frame {index}")
-                out.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+                out.append(upright(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), info.rotation))
         return out
     finally:
         capture.release()
@@ -720,10 +780,12 @@ def effective_decoder(decoder: str, info: VideoInfo) -> str:
     Without real presentation times (AVI) frames can only be identified by counting from the
     start, so the PyAV modes decode sequentially. decord is used only for MP4/MOV/Matroska:
     elsewhere its seeking returns wrong frames (seen: H.264-in-AVI asked for frame 138 gives
-    frame 10; MPEG-TS gives frames shifted by a GOP), so those files go to `auto` instead.
+    frame 10; MPEG-TS gives frames shifted by a GOP), so those files go to `auto` instead. Rotated
+    files too: decord 0.6 turns ±90° files upright but returns 180° files upside down, and has no
+    switch to get the coded picture, so its output cannot be made right reliably.
     """
     name = canonical_decoder(decoder)
-    if name == "decord" and not any(tag in info.container for tag in _DECORD_CONTAINERS):
+    if name == "decord" and (info.rotation or not any(tag in info.container for tag in _DECORD_CONTAINERS)):
         name = "auto"
     if not info.pts_reliable and name in ("auto", "pyav-seek"):
         return "pyav-sequential"

@@ -246,5 +246,6 @@ def summarise(rundir: RunDir, records: list[VideoRecord], outcomes: list[Outcome
     notes = []
     substituted = 0 if decoder == "auto" else sum(1 for o in sampled if o.decoder != decoder)
     if substituted:
-        notes.append(f"{substituted} video(s) without reliable timestamps (e.g. AVI) were decoded with pyav-sequential instead of {decoder}")
+        notes.append(f"{substituted} video(s) were decoded with another decoder than {decoder}, which would return wrong frames for them "
+                     f"(no reliable timestamps, e.g. AVI; rotation metadata or a container other than MP4/MOV/MKV for decord)")
     return StageSummary(stage=STAGE, counts=counts, rejected=rejected, notes=notes)
