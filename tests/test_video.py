@@ -385,3 +385,12 @@ def test_span_on_variable_frame_rate_video_returns_every_requested_frame(tmp_pat
     assert all(0.48 <= t <= 2.5 for t in info.timestamps(picked))  # frame 1 (0.48 s) is on screen at 0.5 s
     assert picked[0] == 1  # 0.625 s: the frame shown then (0.48 s)
     assert [read_index(f) for f in decode_frames(path, picked)] == picked
+
+
+def test_overlapped_jpeg_encoding_gives_the_same_bytes(clips: dict[str, Path]) -> None:
+    """With threads the resize + JPEG tail runs beside decoding; the output must not change a byte."""
+    for name in ("auto", "opencv", "decord"):
+        threaded = sample_video(clips["bframes"], "stride:9", 112 * 84, decoder=name)
+        inline = sample_video(clips["bframes"], "stride:9", 112 * 84, decoder=name, threads=False)
+        assert threaded.jpegs == inline.jpegs and threaded.indices == inline.indices, name
+        assert [read_index(np.asarray(Image.open(io.BytesIO(j)))) for j in threaded.jpegs] == threaded.indices, name

@@ -526,6 +526,11 @@ DECODERS = ("auto", "pyav-seek", "pyav-sequential", "decord", "opencv")
 _ALIASES = {"pyav": "auto"}
 _DECORD_CONTAINERS = ("mp4", "mov", "matroska", "webm")
 
+# Frame threads of the PyAV decoder: two more than cores, so frames stay in flight while the main
+# thread is busy in Python between packets (FFmpeg's automatic choice is cores + 1); measured in
+# benchmarks/bench_sampling.py.
+FRAME_THREADS = (os.cpu_count() or 1) + 2
+
 # Seeking costs a demuxer seek, a decoder flush and restarting the frame-threading pipeline;
 # measured on 640×360 H.264 with 2 threads that is about as much as decoding this many frames.
 # `auto` seeks only when that skips more frames than this.
@@ -555,16 +560,18 @@ class _PyAVReader:
       decoded, so every kept frame is bit-identical to a plain decode;
     - after the packet of a wanted frame that will be followed by a seek (or is the last one),
       the decoder is drained instead of being fed further packets it would decode for nothing;
-    - frames are converted to RGB only when kept (the conversion costs about a small decode).
+    - frames are converted to RGB only when kept (the conversion costs about a small decode),
+      by `convert`, which `decode_frames` runs in a helper thread so that it overlaps decoding.
 
     Frames are identified by pts when the container has real presentation times; otherwise by
     counting from the start, and then nothing may be skipped and seeking is never done.
     """
 
-    def __init__(self, path: Path, info: VideoInfo, wanted: Sequence[int], threads: bool = True) -> None:
+    def __init__(self, path: Path, info: VideoInfo, wanted: Sequence[int], threads: bool = True, convert: Callable | None = None) -> None:
         self.path = path
         self.info = info
         self.threads = threads
+        self.convert = convert or partial(_to_rgb, rotation=info.rotation)
         self.by_pts = {ts: i for i, ts in enumerate(info.pts)} if info.pts_reliable else None
         self.wanted_pts = {info.pts[i] for i in wanted} if info.pts_reliable else None
         self.pending: deque = deque()
@@ -577,6 +584,7 @@ class _PyAVReader:
         self.codec = self.stream.codec_context
         if self.threads:
             self.stream.thread_type = "AUTO"  # frame + slice threads; x264 output rarely has slices
+            self.codec.thread_count = FRAME_THREADS
         self.skipping = False
         self.packets = None
         self.pending.clear()
@@ -655,7 +663,7 @@ class _PyAVReader:
                     continue
                 self.position = index
                 if index == target:
-                    return upright(frame.to_ndarray(format="rgb24"), self.info.rotation)
+                    return self.convert(frame)
                 if index > target:
                     raise _Overshoot(target)
             if self.ended:
@@ -703,10 +711,15 @@ def plan_seeks(info: VideoInfo, wanted: Sequence[int], mode: str = "auto") -> li
     return plan
 
 
-def _pyav(path: Path, wanted: list[int], info: VideoInfo, threads: bool, mode: str) -> list:
-    """Decode the wanted frames with PyAV following the seek plan of `mode`."""
+def _to_rgb(frame, rotation: int = 0):
+    """A decoded PyAV frame as an upright RGB uint8 array."""
+    return upright(frame.to_ndarray(format="rgb24"), rotation)
+
+
+def _pyav(path: Path, wanted: list[int], info: VideoInfo, threads: bool, pool: _Finisher, mode: str) -> list:
+    """Decode the wanted frames with PyAV following the seek plan of `mode`; `pool` finishes them."""
     plan = plan_seeks(info, wanted, mode)
-    reader = _PyAVReader(path, info, wanted, threads=threads)
+    reader = _PyAVReader(path, info, wanted, threads=threads, convert=partial(pool.submit, _to_rgb, rotation=info.rotation))
     try:
         out = []
         for n, target in enumerate(wanted):
@@ -725,7 +738,7 @@ def _pyav(path: Path, wanted: list[int], info: VideoInfo, threads: bool, mode: s
         reader.close()
 
 
-def _decord(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> list:
+def _decord(path: Path, wanted: list[int], info: VideoInfo, threads: bool, pool: _Finisher) -> list:
     """decord's VideoReader.get_batch (its own index, seek and cache logic)."""
     import decord
 
@@ -736,10 +749,10 @@ def _decord(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> li
         batch = reader.get_batch(wanted).asnumpy()
     except (decord.DECORDError, RuntimeError) as exc:  # decord raises both for unreadable files
         raise VideoError(f"truncated or corrupt: decord cannot read it ({str(exc).splitlines()[0]})") from None
-    return list(batch)
+    return [pool.submit(lambda frame: frame, frame) for frame in batch]
 
 
-def _opencv(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> list:
+def _opencv(path: Path, wanted: list[int], info: VideoInfo, threads: bool, pool: _Finisher) -> list:
     """OpenCV sequential grab(), retrieve() only for the wanted frames."""
     import cv2
 
@@ -759,13 +772,56 @@ def _opencv(path: Path, wanted: list[int], info: VideoInfo, threads: bool) -> li
                 ok, image = capture.retrieve()
                 if not ok:
                     raise VideoError(f"truncated or corrupt: OpenCV cannot decode frame {index}")
-                out.append(upright(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), info.rotation))
+                out.append(pool.submit(_bgr_to_rgb, image, rotation=info.rotation))
         return out
     finally:
         capture.release()
 
 
-_DECODE: dict[str, Callable[[Path, list[int], VideoInfo, bool], list]] = {
+def _bgr_to_rgb(image, rotation: int = 0):
+    import cv2
+
+    return upright(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), rotation)
+
+
+class _Finisher:
+    """Runs the per-frame tail (RGB conversion, then the caller's `finish`, e.g. resize + JPEG)
+    in one helper thread, so that it overlaps decoding: the conversion and PIL/OpenCV release
+    the GIL, and on 2 cores the decoder's threads would otherwise wait for the main thread.
+    Without threads everything runs inline, in order (worker processes already use the cores).
+    """
+
+    def __init__(self, threads: bool, finish: Callable | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.finish = finish
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="vau-frames") if threads else None
+
+    def _run(self, convert: Callable, frame, **kwargs):
+        image = convert(frame, **kwargs)
+        return self.finish(image) if self.finish else image
+
+    def submit(self, convert: Callable, frame, **kwargs):
+        if self.executor is None:
+            return _Done(self._run(convert, frame, **kwargs))
+        return self.executor.submit(self._run, convert, frame, **kwargs)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Done:
+    """An already computed result with the Future interface the decoders' callers use."""
+
+    value: object
+
+    def result(self):
+        return self.value
+
+
+_DECODE: dict[str, Callable[..., list]] = {
     "auto": partial(_pyav, mode="auto"),
     "pyav-seek": partial(_pyav, mode="pyav-seek"),
     "pyav-sequential": partial(_pyav, mode="pyav-sequential"),
@@ -792,11 +848,14 @@ def effective_decoder(decoder: str, info: VideoInfo) -> str:
     return name
 
 
-def decode_frames(path: str | os.PathLike[str], indices: Sequence[int], decoder: str = "auto", info: VideoInfo | None = None, threads: bool = True) -> list:
+def decode_frames(path: str | os.PathLike[str], indices: Sequence[int], decoder: str = "auto", info: VideoInfo | None = None, threads: bool = True,
+                  finish: Callable | None = None) -> list:
     """RGB uint8 arrays (H, W, 3) of the given frame indices (sorted, unique), in that order.
 
-    Every decoder returns the same frames for the same indices (see `effective_decoder`).
-    `threads=False` keeps the decoder to one thread: right when several processes decode at
+    Every decoder returns the same frames for the same indices (see `effective_decoder`), upright
+    (display orientation). `finish` (e.g. resize + JPEG-encode) is applied to each array and its
+    results are returned instead; with `threads` it runs in a helper thread while decoding goes
+    on. `threads=False` keeps everything to one thread: right when several processes decode at
     once, since frame threading costs extra CPU that only pays off on otherwise idle cores.
     """
     path = Path(path)
@@ -809,7 +868,11 @@ def decode_frames(path: str | os.PathLike[str], indices: Sequence[int], decoder:
         return []
     if wanted[0] < 0 or wanted[-1] >= info.num_frames:
         raise ValueError(f"frame indices must lie in 0..{info.num_frames - 1}")
-    return _DECODE[name](path, wanted, info, threads)
+    pool = _Finisher(threads, finish)
+    try:
+        return [future.result() for future in _DECODE[name](path, wanted, info, threads, pool)]
+    finally:
+        pool.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -845,8 +908,7 @@ def sample_video(
     info = probe(path, decode_first=False)  # decoding the sample proves decodability anyway
     indices = select_indices(policy, info, spans)
     size = target_size(info.width, info.height, max_pixels)
-    frames = decode_frames(path, indices, decoder, info=info, threads=threads)
-    jpegs = [encode_jpeg(resize_frame(frame, size), jpeg_quality) for frame in frames]
+    jpegs = decode_frames(path, indices, decoder, info=info, threads=threads, finish=lambda frame: encode_jpeg(resize_frame(frame, size), jpeg_quality))
     return SampledVideo(
         info=info,
         policy=policy,
