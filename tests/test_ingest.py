@@ -675,6 +675,11 @@ def test_header_only_semicolons_directories_and_repeated_markdown(tmp_path, clip
     assert "warning: semicolon-separated file: read with ';' as the delimiter" in summary.notes
     assert manifest(tmp_path / "run_semi")["ecva_1.mp4"].mcqs[0].answer == "A"
 
+    comments_only = tmp_path / "ucf.txt"
+    comments_only.write_text("# UCF-Crime temporal annotations\n\n")
+    with pytest.raises(IngestInputError, match="no annotation line"):
+        run_ingest(source="ucf-crime", annotations=comments_only, videos=videos, run=tmp_path / "run_ucf")
+
     block = "### Location: a sidewalk ### Conclusion: a fight"
     assert parse_reasoning(" ".join([block] * 6)) == {"Location": "a sidewalk", "Conclusion": "a fight"}
     assert parse_reasoning("### Location: a sidewalk ### Location: near a door")["Location"] == "a sidewalk\nnear a door"
