@@ -394,3 +394,16 @@ def test_overlapped_jpeg_encoding_gives_the_same_bytes(clips: dict[str, Path]) -
         inline = sample_video(clips["bframes"], "stride:9", 112 * 84, decoder=name, threads=False)
         assert threaded.jpegs == inline.jpegs and threaded.indices == inline.indices, name
         assert [read_index(np.asarray(Image.open(io.BytesIO(j)))) for j in threaded.jpegs] == threaded.indices, name
+
+
+def test_decoder_threads_follow_the_seek_plan(clips: dict[str, Path]) -> None:
+    """Short runs between seeks decode without a frame pipeline to refill; long runs with one; same pixels."""
+    from vau_annotate.annotate.decoders import decoder_threads
+
+    short_gop, long_gop = probe(clips["gop30"]), probe(clips["gop250"])
+    sparse = [44, 74]  # a seek to each, 15 frames decoded after its keyframe
+    assert plan_seeks(short_gop, sparse) == [True, True] and decoder_threads(short_gop, sparse, plan_seeks(short_gop, sparse)) == "SLICE"
+    dense = list(range(0, 75, 3))
+    assert decoder_threads(long_gop, dense, plan_seeks(long_gop, dense)) == "FRAME"
+    reference = decode_frames(clips["gop30"], sparse, "pyav-sequential")
+    assert all(np.array_equal(a, b) for a, b in zip(decode_frames(clips["gop30"], sparse, "auto"), reference))

@@ -30,6 +30,10 @@ _DECORD_CONTAINERS = ("mp4", "mov", "matroska", "webm")
 # benchmarks/bench_sampling.py.
 FRAME_THREADS = (os.cpu_count() or 1) + 2
 
+# A seek plan whose runs (frames decoded per seek) are shorter than this on average is decoded
+# without frame threads (see `decoder_threads`).
+SHORT_RUN_FRAMES = 48
+
 # Seeking costs a demuxer seek, a decoder flush and restarting the frame-threading pipeline;
 # measured on 640×360 H.264 with 2 threads that is about as much as decoding this many frames.
 # `auto` seeks only when that skips more frames than this.
@@ -66,10 +70,10 @@ class _PyAVReader:
     counting from the start, and then nothing may be skipped and seeking is never done.
     """
 
-    def __init__(self, path: Path, info: VideoInfo, wanted: Sequence[int], threads: bool = True, convert: Callable | None = None) -> None:
+    def __init__(self, path: Path, info: VideoInfo, wanted: Sequence[int], threads: bool | str = True, convert: Callable | None = None) -> None:
         self.path = path
         self.info = info
-        self.threads = threads
+        self.threads = threads  # True/"FRAME": frame + slice threads; "SLICE": slice threads only; False: one thread
         self.convert = convert or partial(_to_rgb, rotation=info.rotation)
         self.by_pts = {ts: i for i, ts in enumerate(info.pts)} if info.pts_reliable else None
         self.wanted_pts = {info.pts[i] for i in wanted} if info.pts_reliable else None
@@ -81,7 +85,9 @@ class _PyAVReader:
         self.container = _open(self.path)
         self.stream = _video_stream(self.container)
         self.codec = self.stream.codec_context
-        if self.threads:
+        if self.threads == "SLICE":
+            self.stream.thread_type = "SLICE"  # no frame pipeline to refill after every seek
+        elif self.threads:
             self.stream.thread_type = "AUTO"  # frame + slice threads; x264 output rarely has slices
             self.codec.thread_count = FRAME_THREADS
         self.skipping = False
@@ -210,6 +216,26 @@ def plan_seeks(info: VideoInfo, wanted: Sequence[int], mode: str = "auto") -> li
     return plan
 
 
+def decoder_threads(info: VideoInfo, wanted: Sequence[int], plan: Sequence[bool]) -> str:
+    """'FRAME' (frame threads) for long decoding runs, 'SLICE' when the plan mostly seeks and
+    decodes short runs.
+
+    Frame threading keeps FRAME_THREADS frames in flight, which pays off over long runs but has
+    to be drained and refilled at every seek; on short-GOP video sampled sparsely (a seek per
+    wanted frame, ~15 frames decoded after it) that refill costs more than it saves. The helper
+    thread that converts frames still runs beside the decoder either way.
+    """
+    seeks = sum(plan)
+    if not seeks:
+        return "FRAME"
+    decoded, position = 0, -1
+    for target, seek in zip(wanted, plan):
+        start = info.keyframe_before(target) if seek else position + 1
+        decoded += target - start + 1
+        position = target
+    return "SLICE" if decoded / seeks < SHORT_RUN_FRAMES else "FRAME"
+
+
 def _to_rgb(frame, rotation: int = 0):
     """A decoded PyAV frame as an upright RGB uint8 array."""
     return upright(frame.to_ndarray(format="rgb24"), rotation)
@@ -218,7 +244,8 @@ def _to_rgb(frame, rotation: int = 0):
 def _pyav(path: Path, wanted: list[int], info: VideoInfo, threads: bool, pool: _Finisher, mode: str) -> list:
     """Decode the wanted frames with PyAV following the seek plan of `mode`; `pool` finishes them."""
     plan = plan_seeks(info, wanted, mode)
-    reader = _PyAVReader(path, info, wanted, threads=threads, convert=partial(pool.submit, _to_rgb, rotation=info.rotation))
+    reader = _PyAVReader(path, info, wanted, threads=decoder_threads(info, wanted, plan) if threads else False,
+                         convert=partial(pool.submit, _to_rgb, rotation=info.rotation))
     try:
         out = []
         for n, target in enumerate(wanted):
