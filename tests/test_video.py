@@ -350,6 +350,8 @@ def test_every_decoder_returns_the_display_orientation(rotated: dict[int, Path],
         assert [f.shape for f in frames] == [(info.height, info.width, 3)] * len(indices), name
         assert all(np.abs(a.astype(int) - b).mean() < 2 for a, b in zip(frames, expected)), name
         assert [read_index(np.rot90(f, -turns)) for f in frames] == indices, name
+        single = decode_frames(rotated[degrees], indices, name, info, threads=False)
+        assert all(np.array_equal(a, b) for a, b in zip(frames, single)), name
     sampled = sample_video(rotated[degrees], "uniform:3", max_pixels=448 * 448)
     assert sampled.size == target_size(info.width, info.height, 448 * 448)
     image = np.asarray(Image.open(io.BytesIO(sampled.jpegs[0])))
