@@ -104,15 +104,30 @@ def test_callable_replies_and_results_and_errors_pass_through() -> None:
     assert got[2] == Result("fixed", "stop", 1, 2, 0.0)
 
 
-def test_latency_is_simulated_without_blocking_other_calls() -> None:
+def test_latency_is_simulated_without_blocking_other_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All 20 calls wait their latency at the same time (counted, not timed: load cannot break it)."""
+    from vau_annotate.annotate.backends import mock_backend
+
     backend = load_backend("mock:echo", latency_s=0.1)
+    real_sleep, waiting, most = asyncio.sleep, [0], [0]
+
+    async def counted_sleep(seconds: float) -> None:
+        waiting[0] += 1
+        most[0] = max(most[0], waiting[0])
+        try:
+            await real_sleep(seconds)
+        finally:
+            waiting[0] -= 1
+
+    monkeypatch.setattr(mock_backend.asyncio, "sleep", counted_sleep)
 
     async def go() -> float:
         started = time.monotonic()
         await asyncio.gather(*(backend.generate(ask(f"q{i}")) for i in range(20)))
         return time.monotonic() - started
 
-    assert 0.1 <= asyncio.run(go()) < 1.0
+    assert asyncio.run(go()) >= 0.1
+    assert most[0] == 20
 
 
 def test_registry_knows_mock_and_rejects_unusable_specs(tmp_path: Path) -> None:

@@ -259,11 +259,15 @@ CHILD = textwrap.dedent(
     class SlowBackend:
         provider, model = "fake", "slow"
 
-        def __init__(self, log_path):
+        def __init__(self, log_path, stall_after):
             self.log = open(log_path, "a", buffering=1)
+            self.stall_after, self.started = stall_after, 0
 
         async def generate(self, request):
             text = request.messages[0].parts[0].text
+            self.started += 1
+            if self.stall_after and self.started > self.stall_after:
+                await asyncio.sleep(3600)  # the first run is killed while these wait
             await asyncio.sleep(0.03)
             self.log.write(text + "\\n")  # the provider answered: this call is paid for
             return Result("answer " + text, "stop", 10, 2, 0.03)
@@ -271,13 +275,13 @@ CHILD = textwrap.dedent(
         async def aclose(self):
             pass
 
-    async def main(ledger_path, log_path, n):
-        engine = Engine(SlowBackend(log_path), Ledger(ledger_path), stage="cot", concurrency=4)
+    async def main(ledger_path, log_path, n, stall_after):
+        engine = Engine(SlowBackend(log_path, stall_after), Ledger(ledger_path), stage="cot", concurrency=4)
         requests = [(f"item{{i}}", Request(messages=(Message.text("user", f"q{{i}}"),))) for i in range(n)]
         outcomes = await engine.run_all(requests)
         print(len(outcomes), sum(o.cached for o in outcomes), flush=True)
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0))
     """
 )
 
@@ -287,8 +291,8 @@ def test_kill_9_mid_run_then_rerun_pays_each_call_once(tmp_path):
     script.write_text(CHILD.format(root=str(ROOT)))
     ledger_path, log_path, n = tmp_path / "ledger.sqlite", tmp_path / "calls.log", 80
 
-    child = subprocess.Popen([sys.executable, str(script), str(ledger_path), str(log_path), str(n)], stdout=subprocess.PIPE)
-    deadline = time.monotonic() + 15
+    child = subprocess.Popen([sys.executable, str(script), str(ledger_path), str(log_path), str(n), "16"], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120  # a wait, not a bound: a cold, loaded machine starts the child slowly
     answered = 0
     while answered < 12 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -213,7 +213,8 @@ def test_vau_bench_quirks_and_rejects(tmp_path, clip):
         vb_row("ecva_8.mp4", "Assault", 0.5, 1.0, correct="a picnic"),  # correct option matches nothing
         vb_row("ecva_9.mp4", "Assault", 0.5, 1.0),
         vb_row("ecva_9.mp4", "Fighting", 0.5, 1.0, question="Again?"),  # contradicts the row above
-        vb_row("ecva_10.mp4", "Normal", 1.0, 2.0),  # normal with a span
+        vb_row("ecva_10.mp4", "Normal", 1.0, 2.0),  # normal with a span: kept, span left out, warning
+        vb_row("ecva_10.mp4", "Normal", 0.0, 0.0, question="Second?"),
     ]
     annotations = write_csv(tmp_path / "val.csv", rows, extra_lines=("ecva_11.mp4,What?,a,b,c",))
 
@@ -221,7 +222,12 @@ def test_vau_bench_quirks_and_rejects(tmp_path, clip):
 
     records = manifest(run)
     assert sorted(records) == sorted(["ecva_7.mp4", "ucf_Abuse001_x264.mp4", "ucf_Normal_Videos_005_x264.mp4",
-                                      "msad_Fighting_3.mp4", "ucf_Abuse030_x264.mp4", "msad_Robbery_1.mp4", "ecva_9.mp4"])
+                                      "msad_Fighting_3.mp4", "ucf_Abuse030_x264.mp4", "msad_Robbery_1.mp4", "ecva_9.mp4", "ecva_10.mp4"])
+    conflicted = records["ecva_10.mp4"]
+    assert (conflicted.label, conflicted.category, conflicted.spans, conflicted.span_known) == ("normal", "Normal", [], False)
+    assert [m.question for m in conflicted.mcqs] == ["What happens?", "Second?"]
+    assert conflicted.warnings == ["normal video with a span: class Normal but span 1-2 (seconds) given; the span is left out of grounding data"]
+    assert all(r.warnings == [] for name, r in records.items() if name != "ecva_10.mp4")
     two = records["ecva_7.mp4"]
     assert two.path == "ecva/7.mp4" and two.id == "7"
     assert [m.answer for m in two.mcqs] == ["A", "C"]
@@ -252,10 +258,11 @@ def test_vau_bench_quirks_and_rejects(tmp_path, clip):
     assert why["msad_Explosion_2.mp4"].startswith("unparsable time:")
     assert why["ecva_8.mp4"].startswith("correct option matches no option:")
     assert why["ecva_9.mp4"].startswith("conflicting annotations:")
-    assert why["ecva_10.mp4"].startswith("normal video with an abnormal span:")
+    assert "ecva_10.mp4" not in why
     assert why["ecva_11.mp4"].startswith("malformed row:")
     assert all(r["stage"] == "ingest" and ("row" in r["detail"] or "rows" in r["detail"]) for r in rejects(run))
-    assert summary.counts == {"rows": 21, "videos": 7, "mcqs": 7, "normal": 1, "abnormal": 6, "unlabeled": 0, "rejected": 13}
+    assert summary.counts == {"rows": 22, "videos": 8, "mcqs": 9, "normal": 2, "abnormal": 6, "unlabeled": 0, "rejected": 12, "warned": 1}
+    assert any(note.startswith("warning: 1 video(s) kept with a warning") for note in summary.notes)
     assert summary.exit_code == 3
 
 
@@ -398,7 +405,7 @@ def test_folder_with_detected_manifest(tmp_path, clip):
     assert records["c.mkv"].label == "unlabeled" and records["y/d.mp4"].label == "unlabeled"
     assert {records["x/d.mp4"].id, records["y/d.mp4"].id} == {"x__d", "y__d"}
     assert reasons(run)["ghost.mp4"].startswith("video not found:")
-    assert summary.counts == {"rows": 7, "videos": 5, "mcqs": 0, "normal": 1, "abnormal": 2, "unlabeled": 2, "rejected": 1}
+    assert summary.counts == {"rows": 7, "videos": 5, "mcqs": 0, "normal": 1, "abnormal": 2, "unlabeled": 2, "rejected": 1, "warned": 0}
     meta = json.loads((run / "run.json").read_text())
     assert meta["source"] == "folder" and meta["annotations"] == str((videos / "manifest.csv").resolve())
 
@@ -545,6 +552,143 @@ def test_validation_errors_become_readable_rejects():
 
     row = SourceRow(name="odd.mp4", rows=[4], label="normal", spans=[(1.0, 2.0)])
     problems: list[Problem] = []
-    assert _build(_Pending(row, "odd.mp4"), None, "folder", _Tally(), problems) is None
+    assert _build(_Pending(row, "odd.mp4"), None, "folder", default_taxonomy(), _Tally(), problems) is None
     assert problems[0].reason == "invalid record: a normal video cannot have abnormal spans"
     assert problems[0].detail["row"] == 4
+
+
+# -- hardening (issue 9, items 8-12) -----------------------------------------------------------
+
+
+def test_missing_optional_columns_become_null_with_a_warning(tmp_path, clip):
+    videos = tmp_path / "videos"
+    put(clip, videos, "ecva/1.mp4", "ecva/2.mp4")
+    rows = [vb_row("ecva_1.mp4", "Assault", 0.5, 1.0), vb_row("ecva_2.mp4", "Fighting", -1, -1, question="Why?")]
+    without_key_object = pd.DataFrame(rows).drop(columns=["Key Object", "Description"])
+    path = tmp_path / "no_key_object.csv"
+    without_key_object.to_csv(path, index=False)
+
+    summary = run_ingest(source="vau-bench", annotations=path, videos=videos, run=tmp_path / "run")
+
+    records = manifest(tmp_path / "run")
+    assert sorted(records) == ["ecva_1.mp4", "ecva_2.mp4"] and summary.rejected == 0
+    assert records["ecva_1.mp4"].key_object is None and records["ecva_1.mp4"].description is None
+    assert [m.answer for m in records["ecva_2.mp4"].mcqs] == ["A"] and records["ecva_2.mp4"].category == "Fighting"
+    assert "warning: missing optional column(s): Key Object, Description read as empty in every row" in summary.notes
+
+    no_questions = pd.DataFrame(rows).drop(columns=["Question", "Correct Option"])
+    path = tmp_path / "no_questions.csv"
+    no_questions.to_csv(path, index=False)
+    summary = run_ingest(source="vau-bench", annotations=path, videos=videos, run=tmp_path / "run2")
+    records = manifest(tmp_path / "run2")
+    assert summary.rejected == 0 and [r.mcqs for r in records.values()] == [[], []]
+    assert any("Question, Correct Option" in note and "questions are not read" in note for note in summary.notes)
+
+
+def test_class_from_a_file_name_is_a_fallback_through_the_alias_table(tmp_path, clip):
+    videos, run = tmp_path / "videos", tmp_path / "run"
+    put(clip, videos, "ucf/Shoplifting012_x264.mp4", "ucf/Stealing003_x264.mp4", "ucf/Arrest001_x264.mp4")
+    rows = [
+        vb_row("ucf_Shoplifting012_x264.mp4", "-1", -1, -1),  # no class: read off the name, as VAU-Bench labels it
+        vb_row("ucf_Stealing003_x264.mp4", "Stealing", -1, -1),
+        vb_row("ucf_Arrest001_x264.mp4", "Fighting", 0.5, 1.0),  # the annotation wins over the name
+    ]
+    run_ingest(source="vau-bench", annotations=write_csv(tmp_path / "val.csv", rows), videos=videos, run=run)
+    records = manifest(run)
+    shop = records["ucf_Shoplifting012_x264.mp4"]
+    assert (shop.category, shop.class_source, shop.source_class, shop.vau_bench_class) == ("Stealing", "file-name", None, "Stealing")
+    assert (records["ucf_Stealing003_x264.mp4"].class_source, records["ucf_Stealing003_x264.mp4"].source_class) == ("annotation", "Stealing")
+    assert (records["ucf_Arrest001_x264.mp4"].category, records["ucf_Arrest001_x264.mp4"].class_source) == ("Fighting", "annotation")
+
+    # UCF-Crime keeps its own class (its taxonomy has it) and says which VAU-Bench label it corresponds to
+    ucf = tmp_path / "train.txt"
+    ucf.write_text("Shoplifting/Shoplifting012_x264.mp4\nNormal_Videos_003_x264.mp4  Normal  -1  -1\n")
+    put(clip, videos, "Normal_Videos_003_x264.mp4")
+    run_ingest(source="ucf-crime", annotations=ucf, videos=videos, run=tmp_path / "run_ucf")
+    records = manifest(tmp_path / "run_ucf")
+    shop = records["Shoplifting/Shoplifting012_x264.mp4"]
+    assert (shop.category, shop.class_source, shop.vau_bench_class, shop.taxonomy) == ("Shoplifting", "file-name", "Stealing", "vau-bench")
+    assert records["Normal_Videos_003_x264.mp4"].class_source == "annotation"
+
+
+def test_vad_reasoning_has_its_own_taxonomy_and_keeps_unknown_classes(tmp_path, clip):
+    videos, run = tmp_path / "videos", tmp_path / "run"
+    put(clip, videos, "a.mp4", "b.mp4", "c.mp4", "d.mp4")
+    lines = [
+        {"video": "a.mp4", "anomaly_type": "Animals Hurt Human", "start": 10, "end": 40, "think": "<think>a dog bites</think>", "answer": "<answer>x</answer>"},
+        {"video": "b.mp4", "anomaly_type": "Traffic Accidents", "start": 5, "end": 30, "think": "t", "answer": "a"},
+        {"video": "c.mp4", "anomaly_type": "Alien Landing", "start": 5, "end": 30, "think": "<think>lights</think>", "answer": "<answer>y</answer>"},
+        {"video": "d.mp4", "anomaly_type": "RoadAccidents", "start": 5, "end": 30, "think": "t", "answer": "a"},
+    ]
+    annotations = tmp_path / "vr.jsonl"
+    annotations.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+    summary = run_ingest(source="vad-reasoning", annotations=annotations, videos=videos, run=run)
+
+    records = manifest(run)
+    assert summary.rejected == 0 and sorted(records) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+    animals = records["a.mp4"]
+    assert (animals.category, animals.taxonomy, animals.vau_bench_class, animals.source_class) == (
+        "Animals Hurting Human", "vad-reasoning", None, "Animals Hurt Human")
+    assert animals.warnings == [] and animals.think == "<think>a dog bites</think>"
+    assert (records["b.mp4"].category, records["b.mp4"].vau_bench_class) == ("Traffic Accidents", "Traffic_accident")
+    assert (records["d.mp4"].category, records["d.mp4"].vau_bench_class) == ("Traffic Accidents", "Traffic_accident")
+    alien = records["c.mp4"]
+    assert (alien.category, alien.label, alien.think, alien.answer) == ("Alien Landing", "abnormal", "<think>lights</think>", "<answer>y</answer>")
+    assert alien.warnings and alien.warnings[0].startswith("unknown class: 'Alien Landing' is not in the vad-reasoning taxonomy")
+    assert alien.span_known and alien.vau_bench_class is None
+
+
+def test_vad_reasoning_taxonomy_follows_the_paper_figure():
+    from vau_annotate.annotate.classes import builtin_taxonomy
+
+    vr = builtin_taxonomy("vad-reasoning")
+    groups = {c.group.split(" / ")[0] for c in vr.classes if c.group}
+    assert groups == {"Human Activity", "Objects", "Environment"}
+    assert len([c for c in vr.classes if c.name != "Normal"]) == 37
+    assert vr.map_to("Falling", "vau-bench") == "People_falling" and vr.map_to("Drown", "vau-bench") == "Water_incident"
+    assert vr.map_to("Tornado", "vau-bench") == "Natural Hazard" and vr.map_to("Parade", "vau-bench") is None
+    assert all(vr.map_to(c.name, "vau-bench") in (None, *VAU_BENCH_CLASSES) for c in vr.classes)
+
+
+def test_header_only_semicolons_directories_and_repeated_markdown(tmp_path, clip):
+    runner = CliRunner()
+    videos = tmp_path / "videos"
+    put(clip, videos, "ecva/1.mp4")
+    base = ["ingest", "--source", "vau-bench", "--videos", str(videos), "--run", str(tmp_path / "run")]
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text(",".join(COLUMNS) + "\n")
+    result = runner.invoke(app, [*base, str(header_only)])
+    assert result.exit_code == 2 and "has a header but no rows" in " ".join(result.output.split())
+
+    folder = tmp_path / "annotations_dir"
+    folder.mkdir()
+    result = runner.invoke(app, [*base, str(folder)])
+    assert result.exit_code == 2 and "is a directory" in " ".join(result.output.split())
+    assert "does not exist" not in result.output
+
+    semicolons = tmp_path / "semi.csv"
+    pd.DataFrame([vb_row("ecva_1.mp4", "Assault", 0.5, 1.0)]).to_csv(semicolons, index=False, sep=";")
+    summary = run_ingest(source="vau-bench", annotations=semicolons, videos=videos, run=tmp_path / "run_semi")
+    assert summary.counts["videos"] == 1 and summary.rejected == 0
+    assert "warning: semicolon-separated file: read with ';' as the delimiter" in summary.notes
+    assert manifest(tmp_path / "run_semi")["ecva_1.mp4"].mcqs[0].answer == "A"
+
+    comments_only = tmp_path / "ucf.txt"
+    comments_only.write_text("# UCF-Crime temporal annotations\n\n")
+    with pytest.raises(IngestInputError, match="no annotation line"):
+        run_ingest(source="ucf-crime", annotations=comments_only, videos=videos, run=tmp_path / "run_ucf")
+
+    block = "### Location: a sidewalk ### Conclusion: a fight"
+    assert parse_reasoning(" ".join([block] * 6)) == {"Location": "a sidewalk", "Conclusion": "a fight"}
+    assert parse_reasoning("### Location: a sidewalk ### Location: near a door")["Location"] == "a sidewalk\nnear a door"
+
+
+def test_run_json_stage_started_before_finished(tmp_path, clip):
+    videos = tmp_path / "videos"
+    put(clip, videos, "ecva/1.mp4")
+    run_ingest(source="vau-bench", annotations=write_csv(tmp_path / "v.csv", [vb_row("ecva_1.mp4", "Assault", 0.5, 1.0)]),
+               videos=videos, run=tmp_path / "run")
+    stage = RunDir(tmp_path / "run").load_meta().stages[-1]
+    assert stage.stage == "ingest" and stage.started < stage.finished

@@ -165,3 +165,16 @@ def test_a_dying_worker_rejects_only_its_video(tmp_path: Path, videos: Path, mon
     assert (summary.counts["sampled"], summary.rejected) == (2, 1)
     (reject,) = RunDir(run).load_rejects()
     assert reject.item == "fight" and reject.reason.startswith("decoder crashed")
+
+
+def test_sampling_one_policy_keeps_another_policys_rejects(tmp_path: Path, videos: Path) -> None:
+    run = build_run(tmp_path, videos)
+    options = dict(max_pixels=112 * 84, decoder="auto", workers=1, jpeg_quality=90, show_progress=False)
+    run_sample(run, policy="uniform:4", **options)
+    run_sample(run, policy="fps:2", **options)
+    by_policy = {(r.item, r.detail["policy"]) for r in RunDir(run).load_rejects()}
+    assert by_policy == {(item, policy) for item in BAD for policy in ("uniform:4", "fps:2")}
+    run_sample(run, policy="uniform:4", **options)  # a re-run replaces only its own sampling's lines
+    assert sorted((r.item, r.detail["policy"]) for r in RunDir(run).load_rejects()) == sorted(by_policy)
+    stage = RunDir(run).load_meta().stages[-1]
+    assert stage.started < stage.finished

@@ -32,7 +32,7 @@ def test_builds_fast_small_and_deterministic(tmp_path: Path, tiny_model_dir: Pat
     out = build_tiny_model(tmp_path / "again")
     elapsed = time.perf_counter() - started
     size = sum(f.stat().st_size for f in out.iterdir())
-    assert elapsed < 10  # ~1.5 s on an idle 2-core machine; generous for a loaded CI box
+    print(f"tiny model built in {elapsed:.1f} s")  # ~1.5 s idle; not asserted: a loaded machine is slower (no timed assertions)
     assert size < 4_000_000
     for name in ("config.json", "tokenizer.json", "chat_template.jinja", "model.safetensors"):
         assert (out / name).read_bytes() == (tiny_model_dir / name).read_bytes(), name

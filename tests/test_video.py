@@ -324,3 +324,88 @@ def test_real_avi_probes_and_samples() -> None:
     assert len(sampled.jpegs) == 3 and sampled.decoder == "pyav-sequential"
     assert sampled.timestamps == pytest.approx([i / info.fps for i in sampled.indices])
     assert sampled.size[0] * sampled.size[1] <= 448 * 448
+
+
+# --- rotation metadata (issue 9 item 7) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The same frames encoded with display rotations of 0, 90, -90 (= 270) and 180 degrees."""
+    root = tmp_path_factory.mktemp("rotated")
+    return {deg: make_clip(root / f"rot{deg}.mp4", seconds=1.2, fps=FPS, width=W, height=H, gop=10, rotation=deg) for deg in (0, 90, -90, 180)}
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_every_decoder_returns_the_display_orientation(rotated: dict[int, Path], degrees: int) -> None:
+    info = probe(rotated[degrees])
+    turns = degrees // 90
+    assert info.rotation == degrees % 360
+    assert (info.width, info.height) == ((H, W) if degrees % 180 else (W, H))  # displayed size: portrait for ±90
+    indices = [0, 5, 12, 29]
+    coded = decode_frames(rotated[0], indices, "pyav-sequential")
+    expected = [np.rot90(f, turns) for f in coded]  # np.rot90 turns counter-clockwise, as the display matrix does
+    for name in DECODERS:
+        frames = decode_frames(rotated[degrees], indices, name, info)
+        assert [f.shape for f in frames] == [(info.height, info.width, 3)] * len(indices), name
+        assert all(np.abs(a.astype(int) - b).mean() < 2 for a, b in zip(frames, expected)), name
+        assert [read_index(np.rot90(f, -turns)) for f in frames] == indices, name
+        single = decode_frames(rotated[degrees], indices, name, info, threads=False)
+        assert all(np.array_equal(a, b) for a, b in zip(frames, single)), name
+    sampled = sample_video(rotated[degrees], "uniform:3", max_pixels=448 * 448)
+    assert sampled.size == target_size(info.width, info.height, 448 * 448)
+    image = np.asarray(Image.open(io.BytesIO(sampled.jpegs[0])))
+    assert image.shape[:2] == (sampled.size[1], sampled.size[0])
+
+
+def test_unrotated_files_have_rotation_zero(rotated: dict[int, Path], clips: dict[str, Path]) -> None:
+    assert probe(rotated[0]).rotation == 0 and probe(clips["ts"]).rotation == 0
+    assert effective_decoder("decord", probe(rotated[0])) == "decord"
+    assert effective_decoder("decord", probe(rotated[180])) == "auto"  # decord turns ±90° upright but not 180°
+
+
+def test_span_on_variable_frame_rate_video_returns_every_requested_frame(tmp_path: Path) -> None:
+    """Frames about every 0.5 s, except 20 frames at 25 fps from 1.0 s: span 0.5-2.5 s holds 23 frames."""
+    times_ms = [0, 480] + [1000 + 40 * k for k in range(20)] + [2000 + 480 * k for k in range(4)]
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.options = {"bf": "0", "preset": "ultrafast"}
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, W, H), format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    info = probe(path)
+    assert info.timestamps([0, 1, 2, 21, 22]) == [0.0, 0.48, 1.0, 1.76, 2.0]
+    picked = select_indices(Policy("span", 8), info, [(0.5, 2.5)])
+    assert len(picked) == 8 and picked == sorted(set(picked))
+    assert all(0.48 <= t <= 2.5 for t in info.timestamps(picked))  # frame 1 (0.48 s) is on screen at 0.5 s
+    assert picked[0] == 1  # 0.625 s: the frame shown then (0.48 s)
+    assert [read_index(f) for f in decode_frames(path, picked)] == picked
+
+
+def test_overlapped_jpeg_encoding_gives_the_same_bytes(clips: dict[str, Path]) -> None:
+    """With threads the resize + JPEG tail runs beside decoding; the output must not change a byte."""
+    for name in ("auto", "opencv", "decord"):
+        threaded = sample_video(clips["bframes"], "stride:9", 112 * 84, decoder=name)
+        inline = sample_video(clips["bframes"], "stride:9", 112 * 84, decoder=name, threads=False)
+        assert threaded.jpegs == inline.jpegs and threaded.indices == inline.indices, name
+        assert [read_index(np.asarray(Image.open(io.BytesIO(j)))) for j in threaded.jpegs] == threaded.indices, name
+
+
+def test_decoder_threads_follow_the_seek_plan(clips: dict[str, Path]) -> None:
+    """Short runs between seeks decode without a frame pipeline to refill; long runs with one; same pixels."""
+    from vau_annotate.annotate.decoders import decoder_threads
+
+    short_gop, long_gop = probe(clips["gop30"]), probe(clips["gop250"])
+    sparse = [44, 74]  # a seek to each, 15 frames decoded after its keyframe
+    assert plan_seeks(short_gop, sparse) == [True, True] and decoder_threads(short_gop, sparse, plan_seeks(short_gop, sparse)) == "SLICE"
+    dense = list(range(0, 75, 3))
+    assert decoder_threads(long_gop, dense, plan_seeks(long_gop, dense)) == "FRAME"
+    reference = decode_frames(clips["gop30"], sparse, "pyav-sequential")
+    assert all(np.array_equal(a, b) for a, b in zip(decode_frames(clips["gop30"], sparse, "auto"), reference))

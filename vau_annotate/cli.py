@@ -94,8 +94,6 @@ def ingest(
         raise usage_error(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
     if annotations is None and source != "folder":
         raise usage_error(f"--source {source} needs an ANNOTATIONS file")
-    if annotations is not None and not annotations.is_file():
-        raise usage_error(f"annotation file {annotations} does not exist")
     if not videos.is_dir():
         raise usage_error(f"--videos {videos} is not a directory")
     if classes is not None and not classes.is_file():

@@ -2,8 +2,11 @@
 
 Sources spell the same class many ways ('RoadAccidents', 'Traffic accident', 'road_accidents',
 'Normal_Videos_event'). Ingest resolves every spelling once, here, so later stages (prompts,
-classification rewards, evaluation) only ever see canonical names. The built-in list lives in
-`vau_annotate/data/classes.json`; `--classes FILE` replaces it with a file of the same format.
+classification rewards, evaluation) only ever see canonical names. Two taxonomies are built in:
+`vau-bench` (`vau_annotate/data/classes.json`: VAU-Bench's 20 classes + UCF-Crime's Burglary and
+Shoplifting) and `vad-reasoning` (`data/classes_vad_reasoning.json`: the fine-grained categories of
+Vad-R1's Vad-Reasoning dataset, each mapped to its VAU-Bench class where one exists);
+`--classes FILE` replaces them with a file of the same format.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from importlib import resources
 from pathlib import Path
 
 NORMAL = "Normal"
+VAU_BENCH = "vau-bench"
+VAD_REASONING = "vad-reasoning"
+BUILTIN_FILES = {VAU_BENCH: "data/classes.json", VAD_REASONING: "data/classes_vad_reasoning.json"}
 _DATASET_PREFIX = re.compile(r"^(?:ecva|ucf|msad|xd|xdv|ucfcrime|ucf_crime)[_-]", re.IGNORECASE)
 _NAME_CLASS = re.compile(r"^([A-Za-z]+(?:[_ -][A-Za-z]+)*)")
 
@@ -40,11 +46,19 @@ class UnknownClassError(KeyError):
 
 @dataclass(frozen=True)
 class ClassInfo:
-    """One canonical class: its name, other spellings, and which datasets use it."""
+    """One canonical class: its name, other spellings, which datasets use it, and where it belongs.
+
+    `maps_to` names the class in another taxonomy that this one corresponds to (e.g. Vad-R1's
+    'Traffic Accidents' → VAU-Bench 'Traffic_accident', UCF-Crime's 'Shoplifting' → VAU-Bench
+    'Stealing', which is how VAU-Bench labels those videos); `group` is the parent category of a
+    hierarchical taxonomy (Vad-R1: 'Human Activity / Crime').
+    """
 
     name: str
     aliases: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    maps_to: tuple[tuple[str, str], ...] = ()
+    group: str | None = None
 
 
 def class_key(text: str) -> str:
@@ -61,6 +75,7 @@ class Taxonomy:
     """Canonical classes plus a tolerant lookup (case, spaces, underscores, hyphens, plural 's')."""
 
     classes: tuple[ClassInfo, ...]
+    name: str = VAU_BENCH
     _exact: dict[str, str] = field(default_factory=dict, repr=False)
     _loose: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -97,11 +112,33 @@ class Taxonomy:
     def is_normal(self, name: str | None) -> bool:
         return name is not None and self.lookup(name) == NORMAL
 
-    def infer_from_name(self, video_name: str) -> str | None:
+    def info(self, name: str) -> ClassInfo | None:
+        """The ClassInfo of a canonical name (or any spelling of it)."""
+        canonical = self.lookup(name)
+        return next((c for c in self.classes if c.name == canonical), None)
+
+    def map_to(self, name: str | None, other: str) -> str | None:
+        """The class of taxonomy `other` that `name` corresponds to, None when there is none.
+
+        A class listed as used by `other` (its `sources`) is its own counterpart; otherwise its
+        `maps_to` entry for `other` decides.
+        """
+        info = self.info(name) if name else None
+        if info is None:
+            return None
+        mapped = dict(info.maps_to).get(other)
+        if mapped:
+            return mapped
+        return info.name if other in info.sources else None
+
+    def infer_from_name(self, video_name: str, within: str | None = None) -> str | None:
         """A class read off a video's file name or folder ('ucf_Abuse030_x264.mp4' → Abuse).
 
         UCF-Crime and MSAD name files after their class, and some annotation rows leave the class
         out (VAU-Bench rows of '-1', UCF-Crime's train list); the name is then the best evidence.
+        It is only a fallback, and it goes through the same alias table: with `within` (a
+        benchmark's taxonomy name, e.g. 'vau-bench') the class found is mapped to that benchmark's
+        own label for it ('Shoplifting001_x264.mp4' → 'Stealing', as VAU-Bench labels those videos).
         """
         path = Path(video_name.replace("\\", "/"))
         candidates = [_DATASET_PREFIX.sub("", path.stem)] + [part for part in reversed(path.parts[:-1])]
@@ -110,7 +147,7 @@ class Taxonomy:
             if match:
                 found = self.lookup(match.group(1)) or self._lookup_words(match.group(1))
                 if found:
-                    return found
+                    return (self.map_to(found, within) or found) if within else found
         return None
 
     def _lookup_words(self, text: str) -> str | None:
@@ -123,7 +160,10 @@ class Taxonomy:
         return None
 
     def to_json(self) -> dict:
-        return {"classes": [{"name": c.name, "aliases": list(c.aliases), "sources": list(c.sources)} for c in self.classes]}
+        return {"name": self.name, "classes": [
+            {"name": c.name, "aliases": list(c.aliases), "sources": list(c.sources), "maps_to": dict(c.maps_to), **({"group": c.group} if c.group else {})}
+            for c in self.classes
+        ]}
 
 
 def _build_index(classes: tuple[ClassInfo, ...]) -> tuple[dict[str, str], dict[str, str]]:
@@ -148,8 +188,11 @@ def _build_index(classes: tuple[ClassInfo, ...]) -> tuple[dict[str, str], dict[s
     return exact, loose
 
 
-def parse_taxonomy(data: object, origin: str) -> Taxonomy:
-    """Build a Taxonomy from the JSON format of classes.json; adds Normal when missing."""
+def parse_taxonomy(data: object, origin: str, name: str | None = None) -> Taxonomy:
+    """Build a Taxonomy from the JSON format of classes.json; adds Normal when missing.
+
+    Its name is `name`, else the file's own "name" field, else the file's stem.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
         raise ClassFileError(f"{origin}: expected an object with a 'classes' list")
     infos = [_class_info(entry, origin, i) for i, entry in enumerate(data["classes"])]
@@ -158,8 +201,9 @@ def parse_taxonomy(data: object, origin: str) -> Taxonomy:
     if duplicates:
         raise ClassFileError(f"{origin}: class listed twice: {', '.join(duplicates)}")
     if not any(class_key(n) == class_key(NORMAL) for n in names):
-        infos.append(ClassInfo(name=NORMAL, aliases=("Normal Videos", "No anomaly")))
-    return Taxonomy(classes=tuple(infos))
+        infos.append(ClassInfo(name=NORMAL, aliases=("Normal Videos", "No anomaly"), maps_to=((VAU_BENCH, NORMAL),)))
+    given = data.get("name")
+    return Taxonomy(classes=tuple(infos), name=name or (given if isinstance(given, str) and given.strip() else Path(origin).stem))
 
 
 def _class_info(entry: object, origin: str, index: int) -> ClassInfo:
@@ -173,20 +217,34 @@ def _class_info(entry: object, origin: str, index: int) -> ClassInfo:
         raise ClassFileError(f"{origin}: classes[{index}] ({entry['name']}): 'aliases' must be a list of strings")
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise ClassFileError(f"{origin}: classes[{index}] ({entry['name']}): 'sources' must be a list of strings")
-    return ClassInfo(name=entry["name"].strip(), aliases=tuple(a.strip() for a in aliases), sources=tuple(sources))
+    maps_to = entry.get("maps_to", {})
+    if not isinstance(maps_to, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in maps_to.items()):
+        raise ClassFileError(f"{origin}: classes[{index}] ({entry['name']}): 'maps_to' must map taxonomy names to class names")
+    group = entry.get("group")
+    if group is not None and not isinstance(group, str):
+        raise ClassFileError(f"{origin}: classes[{index}] ({entry['name']}): 'group' must be a string")
+    return ClassInfo(name=entry["name"].strip(), aliases=tuple(a.strip() for a in aliases), sources=tuple(sources),
+                     maps_to=tuple(sorted(maps_to.items())), group=group)
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def builtin_taxonomy(name: str) -> Taxonomy:
+    """A built-in taxonomy by name: 'vau-bench' or 'vad-reasoning'."""
+    if name not in BUILTIN_FILES:
+        raise ClassFileError(f"unknown built-in taxonomy {name!r}; known: {', '.join(BUILTIN_FILES)}")
+    text = resources.files("vau_annotate").joinpath(BUILTIN_FILES[name]).read_text(encoding="utf-8")
+    return parse_taxonomy(json.loads(text), f"built-in {BUILTIN_FILES[name]}", name=name)
+
+
 def default_taxonomy() -> Taxonomy:
     """The built-in VAU taxonomy (VAU-Bench's 20 classes + UCF-Crime's Burglary and Shoplifting)."""
-    text = resources.files("vau_annotate").joinpath("data/classes.json").read_text(encoding="utf-8")
-    return parse_taxonomy(json.loads(text), "built-in classes.json")
+    return builtin_taxonomy(VAU_BENCH)
 
 
-def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
-    """The taxonomy of a user's classes file, or the built-in one when `path` is None."""
+def load_taxonomy(path: str | Path | None = None, builtin: str = VAU_BENCH) -> Taxonomy:
+    """The taxonomy of a user's classes file, or the built-in `builtin` one when `path` is None."""
     if path is None:
-        return default_taxonomy()
+        return builtin_taxonomy(builtin)
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -132,8 +132,8 @@ class RunDir:
         if shard is not None:
             claim(self.root, stage, shard, options)
 
-    def record_stage(self, stage: str, options: dict[str, Any], counts: dict[str, int], **meta_fields: Any) -> None:
-        """Append one stage invocation to run.json (options must already be free of secrets).
+    def record_stage(self, stage: str, options: dict[str, Any], counts: dict[str, int], started: str | None = None, **meta_fields: Any) -> None:
+        """Append one stage invocation to run.json (options must already be free of secrets); `started` is when it began.
 
         A shard writes its own `shards/STAGE-I-of-N.json` instead (and its completion marker when
         nothing of its share is pending): concurrent shards must not rewrite one run.json.
@@ -150,7 +150,7 @@ class RunDir:
         for key, value in meta_fields.items():
             setattr(meta, key, value)
         meta.versions = library_versions()
-        meta.stages.append(StageRun(stage=stage, options=options, counts=counts, finished=utc_now()))
+        meta.stages.append(StageRun(stage=stage, options=options, counts=counts, finished=utc_now(), **({"started": started} if started else {})))
         self.save_meta(meta)
 
     # manifest --------------------------------------------------------------

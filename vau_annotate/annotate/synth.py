@@ -45,12 +45,14 @@ def read_index(img: np.ndarray) -> int:
 def make_clip(
     path: Path, seconds: float = 4.0, fps: int = 25, width: int = 320, height: int = 240, gop: int = 250, codec: str = "libx264",
     *, preset: str = "ultrafast", crf: int = 18, bframes: int | None = 0, container_options: dict[str, str] | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Encode an H.264 MP4 with a keyframe every `gop` frames (250 ≈ x264 default, 30 = frequent).
 
     The defaults make small, fast clips for tests; the benchmark asks for realistic ones
     (`preset="veryfast"`, `crf=23`, `bframes=None` = the encoder's B-frames), and a test of files
-    whose index comes first passes `container_options={"movflags": "faststart"}`.
+    whose index comes first passes `container_options={"movflags": "faststart"}`. `rotation`
+    (counter-clockwise degrees) writes a display matrix, as a phone filming upright does.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     n = int(round(seconds * fps))
@@ -64,6 +66,8 @@ def make_clip(
         if bframes is not None:
             options["bf"] = str(bframes)
         stream.options = options
+        if rotation:
+            stream.set_display_rotation(rotation)
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(frame_image(i, width, height), format="rgb24")
             frame.pts = i

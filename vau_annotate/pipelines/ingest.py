@@ -20,12 +20,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from vau_annotate.annotate.classes import NORMAL, ClassFileError, Taxonomy, load_taxonomy
+from vau_annotate.annotate.classes import NORMAL, VAD_REASONING, VAU_BENCH, ClassFileError, Taxonomy, load_taxonomy
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.annotate.sources import FRAME_SOURCES, SOURCES, VIDEO_EXTENSIONS, Problem, SourceFormatError, SourceRow, parse_source
 from vau_annotate.annotate.sources.folder import find_manifest
 from vau_annotate.annotate.video import VideoError, VideoInfo, probe as probe_video
 from vau_annotate.pipelines.summary import StageSummary
+from vau_annotate.schemas.run import utc_now
 from vau_annotate.schemas.video import Span, VideoRecord
 
 STAGE = "ingest"
@@ -173,11 +174,14 @@ def run_ingest(
 ) -> StageSummary:
     """Ingest `annotations` (a `source` format) against the files under `videos` into `run`.
 
-    Re-running replaces the manifest and this stage's earlier rejects.
+    Re-running replaces the manifest and this stage's earlier rejects. Classes are read in the
+    source's own taxonomy (Vad-R1's for vad-reasoning, VAU-Bench's otherwise) unless
+    `classes_file` gives one.
     """
+    started = utc_now()
     videos_dir = Path(videos).resolve()
     annotations_path = _annotations_path(source, annotations, videos_dir)
-    taxonomy = _taxonomy(classes_file)
+    taxonomy = _taxonomy(classes_file, source)
     if not probe and source in FRAME_SOURCES:
         raise IngestInputError(f"--no-probe cannot be used with --source {source}: its spans are frame numbers, and converting them to seconds needs each video's probed fps")
     try:
@@ -195,7 +199,7 @@ def run_ingest(
     tally = _Tally()
     records = []
     for item in pending:
-        record = _build(item, infos.get(item.path), source, tally, problems)
+        record = _build(item, infos.get(item.path), source, taxonomy, tally, problems)
         if record:
             records.append(record)
     records = assign_ids(records)
@@ -204,13 +208,14 @@ def run_ingest(
     for problem in problems:
         rundir.add_reject(problem.item, STAGE, problem.reason, **problem.detail)
     rundir.save_manifest(records)
-    summary = _summary(parsed.records + len(unlisted), records, problems, tally, probe)
+    summary = _summary(parsed.records + len(unlisted), records, problems, tally, probe, parsed.warnings)
     rundir.record_stage(
         STAGE,
+        started=started,
         options={"source": source, "annotations": str(annotations_path) if annotations_path else None, "videos": str(videos_dir),
                  "classes": str(Path(classes_file).resolve()) if classes_file else None, "probe": probe},
         counts=summary.counts,
-        source=source,
+        source=source,  # run.json fields (RunMeta) from here on
         annotations=str(annotations_path) if annotations_path else None,
         videos=str(videos_dir),
     )
@@ -228,14 +233,18 @@ def _annotations_path(source: str, annotations: str | os.PathLike[str] | None, v
         manifest = find_manifest(videos_dir)
         return manifest.resolve() if manifest else None
     path = Path(annotations).resolve()
-    if not path.is_file():
+    if path.is_dir():
+        raise IngestInputError(f"annotation file {annotations} is a directory: give the annotation file itself (the videos go to --videos)")
+    if not path.exists():
         raise IngestInputError(f"annotation file {annotations} does not exist")
+    if not path.is_file():
+        raise IngestInputError(f"annotation file {annotations} is not a regular file")
     return path
 
 
-def _taxonomy(classes_file: str | os.PathLike[str] | None) -> Taxonomy:
+def _taxonomy(classes_file: str | os.PathLike[str] | None, source: str) -> Taxonomy:
     try:
-        return load_taxonomy(classes_file)
+        return load_taxonomy(classes_file, builtin=VAD_REASONING if source == "vad-reasoning" else VAU_BENCH)
     except ClassFileError as exc:
         raise IngestInputError(str(exc)) from None
 
@@ -285,7 +294,8 @@ def _probe_all(paths: list[str], root: Path) -> dict[str, VideoInfo | VideoError
     return results
 
 
-def _build(item: _Pending, info: VideoInfo | VideoError | None, source: str, tally: _Tally, problems: list[Problem]) -> VideoRecord | None:
+def _build(item: _Pending, info: VideoInfo | VideoError | None, source: str, taxonomy: Taxonomy, tally: _Tally,
+           problems: list[Problem]) -> VideoRecord | None:
     """The VideoRecord for one matched file, or None after recording why it was rejected."""
     row = item.row
     where = {**row.where, "path": item.path} if row.rows[0] else {"path": item.path}
@@ -301,7 +311,7 @@ def _build(item: _Pending, info: VideoInfo | VideoError | None, source: str, tal
     if info and row.total_frames is not None and abs(row.total_frames - info.num_frames) > 1:
         tally.frame_drift.append(f"{row.name}: {row.total_frames} vs {info.num_frames}")
     try:
-        return _record(row, item.path, spans, info, source)
+        return _record(row, item.path, spans, info, source, taxonomy)
     except ValidationError as exc:
         problems.append(Problem(row.name, f"invalid record: {_validation_text(exc)}", {**where, "errors": _errors(exc)}))
         return None
@@ -341,14 +351,19 @@ def _fit(spans: list[tuple[float, float]], info: VideoInfo | None, name: str, ta
     return out
 
 
-def _record(row: SourceRow, path: str, spans: list[tuple[float, float]], info: VideoInfo | None, source: str) -> VideoRecord:
+def _record(row: SourceRow, path: str, spans: list[tuple[float, float]], info: VideoInfo | None, source: str, taxonomy: Taxonomy) -> VideoRecord:
     category = row.category or (NORMAL if row.label == "normal" else None)
+    class_source = row.class_source or ("label" if category else None)
     return VideoRecord(
         id=PurePosixPath(path).stem,
         path=path,
         source=source,
         label=row.label,
         category=category,
+        class_source=class_source,
+        source_class=row.source_class,
+        taxonomy=taxonomy.name if category else None,
+        vau_bench_class=taxonomy.map_to(category, VAU_BENCH),
         spans=[Span(start=s, end=e) for s, e in spans],
         span_known=row.span_known and bool(spans),
         duration=info.duration if info else None,
@@ -363,6 +378,7 @@ def _record(row: SourceRow, path: str, spans: list[tuple[float, float]], info: V
         think=row.think,
         answer=row.answer,
         source_name=row.name,
+        warnings=list(row.warnings),
     )
 
 
@@ -402,7 +418,8 @@ def assign_ids(records: list[VideoRecord]) -> list[VideoRecord]:
     return sorted(out, key=lambda r: order[r.path])
 
 
-def _summary(rows: int, records: list[VideoRecord], problems: list[Problem], tally: _Tally, probed: bool) -> StageSummary:
+def _summary(rows: int, records: list[VideoRecord], problems: list[Problem], tally: _Tally, probed: bool,
+             file_warnings: Sequence[str] = ()) -> StageSummary:
     labels = Counter(r.label for r in records)
     counts = {
         "rows": rows,
@@ -412,8 +429,17 @@ def _summary(rows: int, records: list[VideoRecord], problems: list[Problem], tal
         "abnormal": labels["abnormal"],
         "unlabeled": labels["unlabeled"],
         "rejected": len(problems),
+        "warned": sum(1 for r in records if r.warnings),
     }
-    notes = []
+    notes = [f"warning: {w}" for w in file_warnings]
+    warned = [r for r in records if r.warnings]
+    if warned:
+        kinds = Counter(w.split(":")[0] for r in warned for w in r.warnings)
+        shown = "; ".join(f"{n} × {kind}" for kind, n in kinds.most_common())
+        notes.append(f"warning: {len(warned)} video(s) kept with a warning on the record ({shown}; e.g. {warned[0].id}: {warned[0].warnings[0]})")
+    inferred = [r.id for r in records if r.class_source == "file-name"]
+    if inferred:
+        notes.append(f"{len(inferred)} class(es) read off the file name, no class in the annotation (class_source 'file-name', e.g. {', '.join(inferred[:EXAMPLES])})")
     unknown = [r.id for r in records if r.label == "abnormal" and not r.span_known]
     if unknown:
         notes.append(f"{len(unknown)} abnormal video(s) have no known span (e.g. {', '.join(unknown[:EXAMPLES])})")

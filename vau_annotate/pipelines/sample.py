@@ -25,6 +25,7 @@ from vau_annotate.annotate.shards import owns as shard_owns
 from vau_annotate.annotate.video import VideoError, canonical_decoder, parse_policy, sample_video
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.schemas import FrameSet, VideoRecord
+from vau_annotate.schemas.run import utc_now
 
 STAGE = "sample"
 
@@ -69,9 +70,11 @@ def run_sample(
     decoder = canonical_decoder(decoder)
     records = [r for r in rundir.load_manifest() if (video_ids is None or r.id in video_ids) and shard_owns(r.id)]
     rundir.claim_shard(sampling_stage(canonical, max_pixels), {"policy": canonical, "max_pixels": max_pixels})
+    started = utc_now()
     videos_dir = rundir.load_meta().videos
     todo = [r for r in records if not is_sampled(rundir, r.id, canonical, max_pixels)]
-    rundir.clear_rejects(STAGE, {r.id for r in todo})
+    # only this sampling's earlier rejects: another policy's rejects stay on record
+    rundir.clear_rejects(STAGE, {r.id for r in todo}, detail={"policy": canonical, "max_pixels": max_pixels})
     processes = resolve_workers(workers, len(todo))
     jobs = [make_job(rundir, r, videos_dir, canonical, max_pixels, decoder, jpeg_quality, threads=processes == 1) for r in todo]
 
@@ -80,7 +83,7 @@ def run_sample(
             rundir.add_reject(outcome.video_id, STAGE, outcome.reason, policy=canonical, max_pixels=max_pixels)
 
     outcomes = execute(jobs, processes, show_progress, record_reject)
-    return summarise(rundir, records, outcomes, canonical, max_pixels, decoder, workers, jpeg_quality)
+    return summarise(rundir, records, outcomes, canonical, max_pixels, decoder, workers, jpeg_quality, started)
 
 
 def sampling_stage(policy: str, max_pixels: int) -> str:
@@ -236,7 +239,7 @@ def _run_pool(jobs: list[Job], workers: int, tracker: _Tracker) -> None:
 
 
 def summarise(rundir: RunDir, records: list[VideoRecord], outcomes: list[Outcome], policy: str, max_pixels: int,
-              decoder: str, workers: int, jpeg_quality: int) -> StageSummary:
+              decoder: str, workers: int, jpeg_quality: int, started: str | None = None) -> StageSummary:
     """Counts for the CLI and run.json, plus a note when a decoder had to be substituted."""
     sampled = [o for o in outcomes if o.reason is None]
     rejected = len(outcomes) - len(sampled)
@@ -247,9 +250,10 @@ def summarise(rundir: RunDir, records: list[VideoRecord], outcomes: list[Outcome
         "rejected": rejected,
         "frames": sum(o.frames for o in sampled),
     }
-    rundir.record_stage(sampling_stage(policy, max_pixels) if active_shard() else STAGE, {"policy": policy, "max_pixels": max_pixels, "decoder": decoder, "workers": workers, "jpeg_quality": jpeg_quality}, counts)
+    rundir.record_stage(sampling_stage(policy, max_pixels) if active_shard() else STAGE, {"policy": policy, "max_pixels": max_pixels, "decoder": decoder, "workers": workers, "jpeg_quality": jpeg_quality}, counts, started=started)
     notes = []
     substituted = 0 if decoder == "auto" else sum(1 for o in sampled if o.decoder != decoder)
     if substituted:
-        notes.append(f"{substituted} video(s) without reliable timestamps (e.g. AVI) were decoded with pyav-sequential instead of {decoder}")
+        notes.append(f"{substituted} video(s) were decoded with another decoder than {decoder}, which would return wrong frames for them "
+                     f"(no reliable timestamps, e.g. AVI; rotation metadata or a container other than MP4/MOV/MKV for decord)")
     return StageSummary(stage=STAGE, counts=counts, rejected=rejected, notes=notes)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 Label = Literal["normal", "abnormal", "unlabeled"]
 Source = Literal["vau-bench", "ucf-crime", "vad-reasoning", "folder"]
+ClassSource = Literal["annotation", "file-name", "label"]
 LETTERS = ("A", "B", "C", "D")
 
 
@@ -55,7 +56,13 @@ class VideoRecord(BaseModel):
     path: str = Field(description="Video path relative to the --videos directory.")
     source: Source
     label: Label
-    category: str | None = Field(default=None, description="Canonical class name; 'Normal' for normal videos.")
+    category: str | None = Field(default=None, description="Canonical class name in `taxonomy`; 'Normal' for normal videos. An "
+                                "unknown class that is kept (Vad-Reasoning) is the name as given, with a warning.")
+    class_source: ClassSource | None = Field(default=None, description="Where the class came from: the annotation's class field, "
+                                             "the video's file name (a fallback), or only its normal/abnormal label.")
+    source_class: str | None = Field(default=None, description="The class exactly as the annotation wrote it.")
+    taxonomy: str | None = Field(default=None, description="Name of the taxonomy `category` belongs to ('vau-bench', 'vad-reasoning', a --classes file).")
+    vau_bench_class: str | None = Field(default=None, description="The VAU-Bench class `category` corresponds to, None when it has none.")
     spans: list[Span] = Field(default_factory=list, description="Abnormal spans in seconds.")
     span_known: bool = Field(default=False, description="False for abnormal videos whose span is unknown.")
     duration: float | None = None
@@ -70,6 +77,8 @@ class VideoRecord(BaseModel):
     think: str | None = Field(default=None, description="Existing Vad-Reasoning <think> text, if any.")
     answer: str | None = Field(default=None, description="Existing Vad-Reasoning <answer> text, if any.")
     source_name: str | None = Field(default=None, description="The name the source annotations used.")
+    warnings: list[str] = Field(default_factory=list, description="Conflicts ingest resolved without rejecting the video "
+                                "('phrase: specifics'), e.g. a span on a normal video (left out of grounding data).")
 
     @field_validator("spans")
     @classmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from vau_annotate.annotate.classes import NORMAL, Taxonomy
-from vau_annotate.schemas.video import MCQ, Label
+from vau_annotate.schemas.video import MCQ, ClassSource, Label
 
 SpanUnit = Literal["seconds", "frames"]
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
@@ -57,6 +57,9 @@ class SourceRow:
     think: str | None = None
     answer: str | None = None
     total_frames: int | None = None
+    class_source: ClassSource | None = None
+    source_class: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def where(self) -> dict[str, Any]:
@@ -70,7 +73,8 @@ class ParsedSource:
 
     `include_unlisted` asks ingest to add every video the file does not name (folder source);
     `mentioned` are all names the file uses, rejected rows included, so that a video whose row
-    was rejected is not silently re-added as unlabeled.
+    was rejected is not silently re-added as unlabeled. `warnings` are whole-file remarks that
+    cost no row (an optional column missing, a delimiter other than the comma).
     """
 
     rows: list[SourceRow]
@@ -78,6 +82,7 @@ class ParsedSource:
     records: int
     include_unlisted: bool = False
     mentioned: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def present(value: Any) -> str | None:
@@ -140,28 +145,42 @@ def is_zero_span(start: float | None, end: float | None) -> bool:
 
 
 def resolve_label(
-    row: SourceRow, raw_class: str | None, taxonomy: Taxonomy, default_when_empty: Label = "unlabeled", infer: bool = True
+    row: SourceRow, raw_class: str | None, taxonomy: Taxonomy, default_when_empty: Label = "unlabeled", infer: bool = True,
+    keep_unknown: bool = False, benchmark: str | None = None,
 ) -> Problem | None:
-    """Fill row.category/label from a raw class and row.spans; a Problem when they contradict.
+    """Fill row.category/label/class_source from a raw class and row.spans; a Problem when unusable.
 
-    Normal class → normal (and it must carry no span). Any other class → abnormal, span known
-    when one is given. No class → class read off the file name (when `infer`: dataset files are
-    named after their class, arbitrary folders are not), else the spans decide.
+    Normal class → normal. A span on a normal row is a conflict the row survives: the video and
+    its questions are kept, the span is left out (so it never becomes grounding data) and a
+    warning on the record says so. Any other class → abnormal, span known when one is given.
+    No class → class read off the file name (when `infer`: dataset files are named after their
+    class, arbitrary folders are not), mapped to `benchmark`'s own label for it, else the spans
+    decide. An unknown class is a Problem, unless `keep_unknown` (sources whose records carry
+    paid-for reasoning text): then it is kept as given, with a warning.
     """
     where = row.where
     category = None
     if raw_class is not None:
+        row.source_class = raw_class
         category = taxonomy.lookup(raw_class)
         if category is None:
             near = taxonomy.near(raw_class)
             hint = f" (near: {', '.join(near)})" if near else ""
-            return Problem(row.name, f"unknown class: {raw_class!r}{hint}", {**where, "class": raw_class, "near_matches": near})
+            if not keep_unknown:
+                return Problem(row.name, f"unknown class: {raw_class!r}{hint}", {**where, "class": raw_class, "near_matches": near})
+            category = raw_class
+            row.warnings.append(f"unknown class: {raw_class!r} is not in the {taxonomy.name} taxonomy{hint}; kept as given")
+        row.class_source = "annotation"
     elif infer:
-        category = taxonomy.infer_from_name(row.name)
+        category = taxonomy.infer_from_name(row.name, within=benchmark)
+        if category is not None:
+            row.class_source = "file-name"
     row.category = category
     if category == NORMAL:
         if row.spans:
-            return Problem(row.name, "normal video with an abnormal span: class Normal but span given", {**where, "spans": row.spans})
+            shown = ", ".join(f"{s:g}-{e:g}" for s, e in row.spans)
+            row.warnings.append(f"normal video with a span: class Normal but span {shown} ({row.span_unit}) given; the span is left out of grounding data")
+            row.spans = []
         row.label = "normal"
     elif category is not None or row.spans:
         row.label = "abnormal"
@@ -234,6 +253,9 @@ def _absorb(first: SourceRow, other: SourceRow, mode: str) -> None:
     first.reasoning = first.reasoning or other.reasoning
     first.think = first.think or other.think
     first.answer = first.answer or other.answer
+    for warning in other.warnings:
+        if warning not in first.warnings:
+            first.warnings.append(warning)
 
 
 def read_text(path: Path) -> str:
@@ -251,6 +273,20 @@ def read_text(path: Path) -> str:
     return text
 
 
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "vertical bar"}
+
+
+def csv_delimiter(text: str) -> tuple[str, str | None]:
+    """The delimiter of a CSV (the one that splits its header into the most cells; ties → comma)
+    and a warning when it is not the comma (spreadsheets in many locales save with ';')."""
+    first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
+    counts = {d: len(next(csv.reader(io.StringIO(first), delimiter=d), [])) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+    if best == "," or counts[best] <= counts[","]:
+        return ",", None
+    return best, f"{DELIMITERS[best]}-separated file: read with {best!r} as the delimiter"
+
+
 def looks_like(text: str) -> str | None:
     """A guess at which source format `text` is, for error messages about the wrong --source."""
     head = text.lstrip()[:4096]
@@ -261,7 +297,7 @@ def looks_like(text: str) -> str | None:
         if '"video"' in first:
             return "folder"
         return None
-    header = next(csv.reader(io.StringIO(head.splitlines()[0])), [])
+    header = next(csv.reader(io.StringIO(head.splitlines()[0]), delimiter=csv_delimiter(head)[0]), [])
     columns = {c.strip().lower() for c in header}
     if {"video name", "question"} <= columns:
         return "vau-bench"

@@ -16,6 +16,7 @@ from typing import Any
 from vau_annotate.annotate.classes import NORMAL, Taxonomy
 from vau_annotate.annotate.sources.base import (
     ParsedSource,
+    csv_delimiter,
     parse_records,
     Problem,
     SourceFormatError,
@@ -55,19 +56,26 @@ def parse(manifest: Path | None, taxonomy: Taxonomy) -> ParsedSource:
     if manifest is None:
         return ParsedSource(rows=[], problems=[], records=0, include_unlisted=True)
     text = read_text(manifest)
-    records = _json_rows(text, manifest) if _is_json(text) else _csv_rows(text, manifest)
+    warnings: list[str] = []
+    records = _json_rows(text, manifest) if _is_json(text) else _csv_rows(text, manifest, warnings)
+    if not records:
+        raise SourceFormatError(f"{manifest} has a header but no rows: there is nothing to ingest (remove it to ingest the folder unlabeled)")
     rows, problems = parse_records(records, _parse_record, taxonomy)
     merged, conflicts = merge_rows(rows, mode="spans")
     mentioned = [name for _, record in records if isinstance(record, dict) and (name := present(record.get("video")))]
-    return ParsedSource(rows=merged, problems=problems + conflicts, records=len(records), include_unlisted=True, mentioned=mentioned)
+    return ParsedSource(rows=merged, problems=problems + conflicts, records=len(records), include_unlisted=True, mentioned=mentioned,
+                        warnings=warnings)
 
 
 def _is_json(text: str) -> bool:
     return text.lstrip().startswith(("{", "["))
 
 
-def _csv_rows(text: str, path: Path) -> list[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _csv_rows(text: str, path: Path, warnings: list[str]) -> list[tuple[int, Any]]:
+    delimiter, note = csv_delimiter(text)
+    if note:
+        warnings.append(note)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [c.strip().lower() for c in (reader.fieldnames or [])]
     if "video" not in header:
         raise SourceFormatError(

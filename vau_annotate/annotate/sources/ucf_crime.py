@@ -48,7 +48,9 @@ def parse(path: Path, taxonomy: Taxonomy) -> ParsedSource:
             rows.append(row)
         if problem:
             problems.append(problem)
-    if records and not rows:
+    if not records:
+        raise SourceFormatError(f"{path} holds no annotation line (only blank or # comment lines): there is nothing to ingest")
+    if not rows:
         first = next(line for line in text.splitlines() if line.strip())
         raise SourceFormatError(f"{path}: no line reads as `Name.mp4 Class start end start end` (first line: {first[:80]!r}){wrong_source_hint(text, 'ucf-crime')}")
     merged, duplicates = merge_rows(rows, mode="none")

@@ -4,6 +4,8 @@ Keys: source, video, anomaly_type, start, end, total_frames, path, think, answer
 are frame indices (ingest converts them with the probed fps and compares `total_frames` with the
 probed frame count). `path` is absolute on the machine that made the file; ingest re-roots it
 under --videos by matching its trailing components. A JSON array file is read the same way.
+Classes are read in Vad-R1's own taxonomy (`data/classes_vad_reasoning.json`, chosen by ingest);
+an `anomaly_type` it does not know is kept as written, with a warning on the record.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def _parse_record(value: Any, number: int, taxonomy: Taxonomy) -> tuple[SourceRo
             return None, Problem(name, problem, {**where, "start": start, "end": end})
         if start is not None and end is not None:
             row.spans = [(float(start), float(end))]
-    problem = resolve_label(row, present(value.get("anomaly_type")), taxonomy, default_when_empty="normal")
+    # an unknown class never costs the record its think/answer: kept as given, with a warning
+    problem = resolve_label(row, present(value.get("anomaly_type")), taxonomy, default_when_empty="normal", keep_unknown=True)
     if problem:
         problem.detail.update(where)
         return None, problem

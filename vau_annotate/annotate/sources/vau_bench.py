@@ -23,9 +23,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vau_annotate.annotate.classes import Taxonomy
+from vau_annotate.annotate.classes import VAU_BENCH, Taxonomy
 from vau_annotate.annotate.sources.base import (
     ParsedSource,
+    csv_delimiter,
     Problem,
     SourceFormatError,
     SourceRow,
@@ -44,6 +45,8 @@ COLUMNS = (
     "Video Name", "Question", "Option 1", "Option 2", "Option 3", "Option 4", "Correct Option",
     "Key Object", "Description", "Reasoning", "Anomaly Class", "Start Time", "End Time",
 )
+REQUIRED = ("Video Name",)  # a row can do without anything else: no question, no class (file name), no span (unknown)
+QUESTION_COLUMNS = ("Question", "Option 1", "Option 2", "Option 3", "Option 4", "Correct Option")
 PREFIXES = ("ecva_", "ucf_", "msad_")
 REASONING_KEYS = ("Specific Anomaly Type", "Location", "Key Evidence", "Detailed Explanation", "Cause and Effect", "Conclusion")
 TEXT_KEY = "Text"
@@ -57,12 +60,24 @@ class RowError(ValueError):
 
 
 def parse(path: Path, taxonomy: Taxonomy) -> ParsedSource:
-    """Parse a VAU-Bench CSV into one SourceRow per video (questions merged) plus row problems."""
+    """Parse a VAU-Bench CSV into one SourceRow per video (questions merged) plus row problems.
+
+    Only `Video Name` is required. A missing optional column reads as empty in every row, with a
+    warning (Key Object, Description, Reasoning → none; Anomaly Class → from the file name;
+    Start/End Time → span unknown; any question column → the file's questions are not read).
+    """
     text = read_text(path)
-    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="__extra__")
+    delimiter, delimiter_note = csv_delimiter(text)
+    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="__extra__", delimiter=delimiter)
     spelled = {c.lower(): c for c in COLUMNS}
     header = [spelled.get(c.strip().lower(), c.strip()) for c in (reader.fieldnames or [])]
     _check_header(header, text, path)
+    warnings = [delimiter_note] if delimiter_note else []
+    absent = [c for c in COLUMNS if c not in header]
+    if absent:
+        lost_questions = [c for c in QUESTION_COLUMNS if c in absent]
+        effect = "; questions are not read (a question needs all of " + ", ".join(QUESTION_COLUMNS) + ")" if lost_questions else ""
+        warnings.append(f"missing optional column(s): {', '.join(absent)} read as empty in every row{effect}")
     reader.fieldnames = header
     rows: list[SourceRow] = []
     problems: list[Problem] = []
@@ -77,16 +92,19 @@ def parse(path: Path, taxonomy: Taxonomy) -> ParsedSource:
                 problems.append(Problem(name, str(exc), {"row": index, "line": reader.line_num}))
     except csv.Error as exc:
         raise SourceFormatError(f"{path}: CSV cannot be read past line {reader.line_num}: {exc}") from None
+    if records == 0:
+        raise SourceFormatError(f"{path} has a header but no rows: there is nothing to ingest")
     merged, merge_problems = merge_rows(rows, mode="mcqs")
-    return ParsedSource(rows=merged, problems=problems + merge_problems, records=records)
+    return ParsedSource(rows=merged, problems=problems + merge_problems, records=records, warnings=warnings)
 
 
 def _check_header(header: list[str], text: str, path: Path) -> None:
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise SourceFormatError(
-            f"{path} lacks the VAU-Bench column(s) {', '.join(missing)} "
-            f"(found: {', '.join(header[:8]) or 'no header'}){wrong_source_hint(text, 'vau-bench')}"
+            f"{path} lacks the required VAU-Bench column(s) {', '.join(missing)} "
+            f"(found: {', '.join(header[:8]) or 'no header'}; a VAU-Bench file has {', '.join(COLUMNS)})"
+            f"{wrong_source_hint(text, 'vau-bench')}"
         )
 
 
@@ -103,10 +121,10 @@ def _parse_row(record: dict[str, Any], index: int, line: int, header: list[str],
         raise RowError(problem)
     if start is not None and end is not None and not zero:
         row.spans = [(start, end)]
-    problem = resolve_label(row, raw_class, taxonomy)
+    problem = resolve_label(row, raw_class, taxonomy, benchmark=VAU_BENCH)
     if problem:
         raise RowError(problem.reason)
-    mcq = parse_mcq(record)
+    mcq = parse_mcq(record) if all(c in header for c in QUESTION_COLUMNS) else None
     if mcq:
         row.mcqs.append(mcq)
     row.key_object = present(record.get("Key Object"))
@@ -291,8 +309,11 @@ def _markdown_sections(text: str) -> dict[str, str]:
         out[TEXT_KEY] = preamble
     for section in sections[1:]:
         key, value = _section_key(section.strip())
-        if key:
-            out[key] = f"{out[key]}\n{value}" if key in out else value
+        if key and key in out:
+            if value and value not in out[key].split("\n"):  # a repeated block adds nothing
+                out[key] = f"{out[key]}\n{value}"
+        elif key:
+            out[key] = value
     return out
 
 
