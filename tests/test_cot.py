@@ -724,3 +724,18 @@ def test_build_cot_batch_gives_the_same_records_at_half_the_cost(tmp_path, clips
     with Ledger(sync_run / "ledger.sqlite") as a, Ledger(batch_run / "ledger.sqlite") as b:
         sync_cost, batch_cost = a.usage_totals()["cost"], b.usage_totals()["cost"]
     assert sync_cost > 0 and batch_cost == pytest.approx(sync_cost / 2)
+
+
+def test_chains_of_vad_reasoning_videos_are_checked_against_vad_r1_classes():
+    """A run ingested from Vad-Reasoning keeps Vad-R1's own classes (e.g. "Animals Hurting Human", Vad-R1
+    Fig. 1b), so `<which>` is read and the category gate judged in that taxonomy, not VAU-Bench's."""
+    from vau_annotate.pipelines.cot import run_taxonomy
+    from vau_annotate.schemas.video import VideoRecord
+
+    def video(taxonomy):
+        return VideoRecord(id="v", path="v.mp4", source="vad-reasoning", label="abnormal", category="Animals Hurting Human", taxonomy=taxonomy)
+
+    vad = run_taxonomy([video("vad-reasoning")])
+    assert vad.lookup("Animals Hurt Human") == "Animals Hurting Human"
+    assert default_taxonomy().lookup("Animals Hurt Human") is None
+    assert run_taxonomy([video(None)]).lookup("Stealing") == "Stealing"

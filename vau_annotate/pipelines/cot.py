@@ -29,7 +29,7 @@ from vau_annotate.annotate.backends.registry import SpecOnly
 from vau_annotate.annotate.checks import Gate
 from vau_annotate.annotate.checks.common import count_words, split_sentences
 from vau_annotate.annotate.checks.cot import THINK_WORD_BANDS, CotCandidate, cot_gates
-from vau_annotate.annotate.classes import Taxonomy, default_taxonomy
+from vau_annotate.annotate.classes import BUILTIN_FILES, Taxonomy, builtin_taxonomy, default_taxonomy
 from vau_annotate.annotate.engine import Engine, combined_usage
 from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.rundir import RunDir
@@ -91,6 +91,15 @@ def make_engine(role: str, backend: Any, ledger: Ledger, options: CotOptions) ->
     return make_stage_engine(stage_of(role), backend, ledger, options.access, concurrency=options.concurrency, rpm=options.rpm, tpm=options.tpm)
 
 
+def run_taxonomy(videos: list[VideoRecord]) -> Taxonomy:
+    """The class list the chains' `<which>` is checked against: the one ingest gave the videos
+    (Vad-Reasoning's own for `--source vad-reasoning`), VAU-Bench's otherwise."""
+    names = {v.taxonomy for v in videos if v.taxonomy}
+    if len(names) == 1 and (name := names.pop()) in BUILTIN_FILES:
+        return builtin_taxonomy(name)
+    return default_taxonomy()
+
+
 def select_gates(options: CotOptions, taxonomy: Taxonomy) -> list[Gate[CotCandidate]]:
     """The gates asked for; unknown names raise GateSelectionError before anything runs."""
     return cot_gates(taxonomy).select(options.gates, options.skip_gates)
@@ -124,9 +133,10 @@ def run_cot(run: Path, options: CotOptions) -> StageSummary:
 
     options = replace(options, caption_policy=str(parse_policy(options.caption_policy)))  # the folder name of the frames
     rd = RunDir(run)
-    taxonomy = default_taxonomy()
+    manifest = rd.load_manifest()
+    taxonomy = run_taxonomy(manifest)
     gates = select_gates(options, taxonomy)
-    videos = [v for v in select_videos(rd.load_manifest(), options.limit) if shard_owns(v.id)]
+    videos = [v for v in select_videos(manifest, options.limit) if shard_owns(v.id)]
     summary = StageSummary("build-cot", counts={"videos": len(videos)})
     ledger = rd.open_ledger()
     try:
@@ -174,7 +184,7 @@ def estimate_cot(rd: RunDir, videos: list[VideoRecord], options: CotOptions, led
     planned call never matches the ledger, and items already done are left out instead.
     """
     store = StageStore(rd, STAGE)
-    taxonomy = default_taxonomy()
+    taxonomy = run_taxonomy(videos)
     engines = {role: make_engine(role, SpecOnly.of(getattr(options, role)), ledger, options) for role in ROLES}
     requests: dict[str, list[tuple[str, Request]]] = {role: [] for role in ROLES}
     unknown = 0
