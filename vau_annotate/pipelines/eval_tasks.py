@@ -102,16 +102,6 @@ def class_options(items: list[EvalItem]) -> tuple[str, ...]:
 
 # -- reading replies -------------------------------------------------------------------------------
 
-def tag_spans(text: str, duration: float | None) -> list[tuple[float, float]]:
-    """Spans of a grounding reply: `<glue>` (VAU-R1) first, then `<answer>`, then the whole text."""
-    for part in (extract_tag(text, "glue"), extract_tag(text, "answer"), text):
-        if part:
-            spans = answers.parse_spans(part, duration)
-            if spans:
-                return spans
-    return []
-
-
 def judge_reflect(item: EvalItem, answer: str | None) -> tuple[Any, bool]:
     """(prediction, correct) of one round of a reflect reply; what does not parse is wrong."""
     if answer is None:
@@ -136,19 +126,18 @@ def score(item: EvalItem, reply: str | None) -> tuple[Any, dict[str, Any]]:
         letter = answers.extract_choice(text, list(item.options)) if reply is not None else None
         return letter, {"correct": letter is not None and letter == item.answer}
     if item.task == "tag":
-        spans = tag_spans(text, item.duration) if reply is not None else []
+        spans = answers.answer_spans(text, item.duration) if reply is not None else []  # <glue> first (VAU-R1)
         iou = answers.spans_iou(spans, item.span) if spans and item.span is not None else 0.0
         return [list(s) for s in spans], {"iou": round(iou, 6)}
     if item.task == "cls":
-        predicted = answers.extract_class(text) if reply is not None else None
+        predicted = answers.extract_class(text) if reply is not None else None  # <answer> first, via the alias table
         correct = predicted is not None and predicted == item.answer
         binary = predicted is not None and (predicted == NORMAL) == (item.answer == NORMAL)
         return predicted, {"correct": correct, "binary_correct": binary}
     if item.task == "p2c":
-        answer = extract_tag(text, "answer") or text
-        abnormal = answers.predicts_abnormal(answer) if reply is not None else None
-        when = extract_tag(answer, "when")
-        spans = answers.parse_spans(when, item.duration) if when else []
+        abnormal = answers.predicts_abnormal(text) if reply is not None else None  # <which> first
+        when = extract_tag(text, "when")
+        spans = answers.parse_spans(when, item.duration) if when else []  # fractions of the length → seconds
         scores: dict[str, Any] = {"detection_correct": abnormal is not None and abnormal == (item.label == "abnormal")}
         if item.label == "abnormal" and item.span is not None:
             scores["iou"] = round(answers.spans_iou(spans, item.span), 6) if spans else 0.0
