@@ -75,14 +75,19 @@ def duration_of(item: EvalItem, part: VideoPart) -> float:
     return (part.timestamps[-1] + (1.0 / part.fps if part.fps else 0.0)) if part.timestamps else 0.0
 
 
-def build_ask(item: EvalItem, mode: str, part: VideoPart, classes: tuple[str, ...], max_tokens: int, temperature: float = 0.0) -> Ask:
-    """The first (or only) request of an item: the video, then the rendered prompt."""
+def render_prompt(item: EvalItem, mode: str, fps: float, duration: float, classes: tuple[str, ...] = VAU_CLASSES) -> tuple[Prompt, str]:
+    """The prompt file of an item in a mode, rendered (also what the lmms-eval task's doc_to_text shows)."""
     prompt = load_prompt(prompt_name(item, mode))
     values = {
-        "fps": f"{part.fps:.2g}", "duration": f"{duration_of(item, part):.1f}", "question": item.question,
+        "fps": f"{fps:.2g}", "duration": f"{duration:.1f}", "question": item.question,
         "options": format_options(item.options), "classes": ", ".join(f"'{c}'" for c in classes),
     }
-    text = prompt.render(**{k: v for k, v in values.items() if k in prompt.variables})
+    return prompt, prompt.render(**{k: v for k, v in values.items() if k in prompt.variables})
+
+
+def build_ask(item: EvalItem, mode: str, part: VideoPart, classes: tuple[str, ...], max_tokens: int, temperature: float = 0.0) -> Ask:
+    """The first (or only) request of an item: the video, then the rendered prompt."""
+    prompt, text = render_prompt(item, mode, part.fps, duration_of(item, part), classes)
     request = Request(messages=(Message("user", (part, TextPart(text))),), params=SamplingParams(max_tokens=max_tokens, temperature=temperature),
                       prompt_name=prompt.name, prompt_hash=prompt.hash)
     return Ask(item, mode, prompt, request)
