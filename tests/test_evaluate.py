@@ -65,7 +65,7 @@ CLS = {  # gt v1 Fighting, v5 Normal, v6 Robbery
 }
 P2C_REPLIES = {
     # TP, when [0.2,0.6]×10 = [2,6] → IoU 1
-    "v1": "<think>A man hits another.</think><answer><which>Fighting</which><what>Two men fight.</what><when>[0.200, 0.600]</when></answer>",
+    "v1": "<think>A man hits another at [3, 5] in my count.</think><answer><which>Fighting</which><what>Two men fight.</what><when>[0.200, 0.600]</when></answer>",
     # FN (says normal), no span → IoU 0
     "v2": "<think>People stand still.</think><answer><which>Normal</which><what>Nothing unusual happens.</what></answer>",
     # FP
@@ -221,6 +221,9 @@ def test_all_tasks_give_the_hand_computed_metrics(dataset, tmp_path, peer):
 
     preds = {(p["id"], p["mode"]): p for p in iter_predictions(out)}
     assert preds[("v3#qa0", "no_think")]["prediction"] is None and preds[("v3#qa0", "no_think")]["scores"] == {"correct": False}
+    assert preds[("v2#qa0", "no_think")]["prediction"] == "C" and preds[("v2#qa0", "no_think")]["scores"] == {"correct": False}
+    assert preds[("v1#qa0", "no_think")]["scores"] == {"correct": True}
+    assert preds[("v1#p2c", None)]["prediction"] == {"abnormal": True, "spans": [[2.0, 6.0]]} and preds[("v1#p2c", None)]["scores"]["iou"] == 1.0
     assert preds[("v2#tag", "no_think")]["prediction"] == [[2.0, 6.0]] and preds[("v2#tag", "no_think")]["scores"]["iou"] == pytest.approx(1 / 3, abs=1e-5)
     assert preds[("v2#tag", "no_think")]["prompt"] == "eval_tag" and preds[("v2#tag", "think")]["prompt"] == "eval_tag_think"
     assert preds[("v1#rqa", None)]["scores"]["transition"] == "W→C"
@@ -308,4 +311,13 @@ def test_cli_eval_prints_the_tables_and_exit_status(dataset, tmp_path, peer):
     nojudge = CliRunner().invoke(app, ["eval", "--data", str(dataset), "--model", "openai:m", "--pairwise", "openai:r", "--out", str(out)])
     assert nojudge.exit_code == 2 and "--judge" in nojudge.output
     missing = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "nothing.csv"), "--model", "openai:m", "--out", str(out)])
-    assert missing.exit_code == 2 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "nothing.csv" in missing.output and "exist" in missing.output
+
+
+def test_a_dataset_re_exported_at_the_same_path_is_read_afresh(tmp_path):
+    from vau_annotate.pipelines.eval_items import DEFAULT_CONFIGS, load_dataset_items
+
+    for answer in ("A", "C"):
+        write_exported(tmp_path / "ds", {"grpo_qa": [grpo_row("v1#qa0", "v1", 10, "qa", answer=answer, options=OPTIONS, question="Q?")]})
+        items, _ = load_dataset_items(str(tmp_path / "ds"), ["qa"], DEFAULT_CONFIGS, None, None, 64)
+        assert [i.answer for i in items] == [answer]

@@ -176,11 +176,16 @@ def _no_video(video_id: str) -> VideoPart:
 # -- exported dataset (directory or Hub id) ------------------------------------------------------------
 
 def load_split(data: str, config: str) -> Any:
-    """The test split of one config, with images left as bytes (no decode and re-encode)."""
+    """The test split of one config, with images left as bytes (no decode and re-encode).
+
+    A local directory is read afresh every time: `datasets` names its cache of a folder after the
+    folder and config, and a folder re-exported at the same path was seen to come back stale.
+    """
     import datasets
 
+    fresh = {"download_mode": datasets.DownloadMode.FORCE_REDOWNLOAD} if Path(data).is_dir() else {}
     try:
-        ds = datasets.load_dataset(data, config, split=SPLIT)
+        ds = datasets.load_dataset(data, config, split=SPLIT, **fresh)
     except ValueError as exc:
         raise EvalDataError(f"{data}: config {config!r} has no {SPLIT!r} split or cannot be read: {exc}") from None
     except FileNotFoundError as exc:
