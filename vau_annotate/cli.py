@@ -495,7 +495,7 @@ def evaluate(
     except SpecError as exc:
         raise usage_error(str(exc)) from None
     if not dry_run:
-        out.print((out_dir / "metrics.md").read_text())
+        typer.echo((out_dir / "metrics.md").read_text())  # plain: rich would re-wrap the tables
     finish(result.summary, out_dir)
 
 
