@@ -178,14 +178,16 @@ def _no_video(video_id: str) -> VideoPart:
 def load_split(data: str, config: str) -> Any:
     """The test split of one config, with images left as bytes (no decode and re-encode).
 
-    A local directory is read afresh every time: `datasets` names its cache of a folder after the
-    folder and config, and a folder re-exported at the same path was seen to come back stale.
+    A local directory is read into a fresh cache of its own (removed when the process ends):
+    `datasets` names its cache of a folder after the folder's name and the config, and a folder
+    re-exported at the same path (or another folder of the same name) was seen to come back stale
+    or to fail its split-size check.
     """
     import datasets
 
-    fresh = {"download_mode": datasets.DownloadMode.FORCE_REDOWNLOAD} if Path(data).is_dir() else {}
+    private = {"cache_dir": _private_cache()} if Path(data).is_dir() else {}
     try:
-        ds = datasets.load_dataset(data, config, split=SPLIT, **fresh)
+        ds = datasets.load_dataset(data, config, split=SPLIT, **private)
     except ValueError as exc:
         raise EvalDataError(f"{data}: config {config!r} has no {SPLIT!r} split or cannot be read: {exc}") from None
     except FileNotFoundError as exc:
@@ -193,6 +195,16 @@ def load_split(data: str, config: str) -> Any:
     if "frames" in ds.column_names:
         ds = ds.cast_column("frames", datasets.List(datasets.Image(decode=False)))
     return ds
+
+
+def _private_cache() -> str:
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="vau-eval-datasets-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def available_configs(data: str) -> list[str]:
