@@ -37,7 +37,7 @@ def dataset_rows() -> dict[str, list[dict]]:
            grpo_row("v5#p2c", "v5", SHADES["v5"], "p2c", label="normal", category="Normal"),
            grpo_row("v6#p2c", "v6", SHADES["v6"], "p2c", category="Robbery")]  # abnormal, span unknown
     reflect = [grpo_row("v1#rqa", "v1", SHADES["v1"], "reflect", answer="B", options=OPTIONS, question="Which event?", reflect_task="qa"),
-               grpo_row("v2#rtag", "v2", SHADES["v2"], "reflect", span=[0.0, 4.0], reflect_task="tag"),
+               grpo_row("v2#p2c", "v2", SHADES["v2"], "reflect", span=[0.0, 4.0], reflect_task="tag"),
                grpo_row("v4#rqa", "v4", SHADES["v4"], "reflect", answer="C", options=OPTIONS, question="Which event?", reflect_task="qa")]
     sft = [sft_row("v1#sft", "v1", SHADES["v1"], P2C_REPLIES["v1"]), sft_row("v2#sft", "v2", SHADES["v2"], P2C_REPLIES["v2"]),
            sft_row("v3#sft", "v3", SHADES["v3"], "<think>The man walks.</think><answer>Nothing happens.</answer>")]
@@ -217,7 +217,7 @@ def test_all_tasks_give_the_hand_computed_metrics(dataset, tmp_path, peer):
     # a failed judge item makes the run partial, with its reason in rejects.jsonl
     assert result.summary.exit_code == 3
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-    assert [r["item"] for r in rejects] == ["v3#sft"] and "unreadable twice" in rejects[0]["reason"]
+    assert [r["item"] for r in rejects] == ["reasoning/v3#sft"] and "unreadable twice" in rejects[0]["reason"]
 
     preds = {(p["id"], p["mode"]): p for p in iter_predictions(out)}
     assert preds[("v3#qa0", "no_think")]["prediction"] is None and preds[("v3#qa0", "no_think")]["scores"] == {"correct": False}
@@ -297,7 +297,7 @@ def test_failed_calls_count_as_wrong_and_make_the_run_partial(dataset, tmp_path)
     assert result.metrics["qa"]["no_think"] == {"accuracy": 0.25, "n": 4, "unparsable": 2}  # v1 failed, v3 unparsable, v4 right
     assert result.summary.exit_code == 3
     rejects = [json.loads(line) for line in (tmp_path / "eval" / "rejects.jsonl").read_text().splitlines()]
-    assert [r["item"] for r in rejects] == ["v1#qa0|no_think"] and "model call failed" in rejects[0]["reason"]
+    assert [r["item"] for r in rejects] == ["qa/v1#qa0|no_think"] and "model call failed" in rejects[0]["reason"]
 
 
 def test_cli_eval_prints_the_tables_and_exit_status(dataset, tmp_path, peer):

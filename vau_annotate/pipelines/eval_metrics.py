@@ -37,7 +37,7 @@ def _by_mode(results: list[ItemResult], task: str) -> dict[str, list[ItemResult]
 
 
 def compute_metrics(results: list[ItemResult], unreadable: int = 0) -> dict[str, Any]:
-    out: dict[str, Any] = {"items": len({r.ask.item.id for r in results}) + unreadable, "unreadable_videos": unreadable}
+    out: dict[str, Any] = {"items": len({(r.ask.item.task, r.ask.item.id) for r in results}) + unreadable, "unreadable_videos": unreadable}
     for mode, group in _by_mode(results, "qa").items():
         out.setdefault("qa", {})[mode] = m.qa_accuracy([r.prediction for r in group], [r.ask.item.answer for r in group])
     for mode, group in _by_mode(results, "tag").items():

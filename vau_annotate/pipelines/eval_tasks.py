@@ -48,7 +48,9 @@ class Ask:
 
     @property
     def key(self) -> str:
-        return f"{self.item.id}|{self.mode}" if self.mode else self.item.id
+        """Unique per request: exported configs reuse row ids (grpo_qa and grpo_reflect both have `V#qa0`)."""
+        base = f"{self.item.task}/{self.item.id}"
+        return f"{base}|{self.mode}" if self.mode else base
 
 
 def modes_for(task: str, think: str) -> list[str]:
