@@ -56,6 +56,14 @@ def grpo_row(row_id: str, video_id: str, shade: int, task: str, *, answer: str =
     }
 
 
+def path_row(row_id: str, video_id: str, video: str, task: str, **solution: Any) -> dict[str, Any]:
+    """A `--frames path` GRPO row: the video's path relative to the videos root and how to sample it."""
+    row = grpo_row(row_id, video_id, 0, task, **solution)
+    for key in ("frames", "frame_times", "sample_fps"):
+        del row[key]
+    return {**row, "video": video, "fps": None, "nframes": 4, "min_pixels": 3136}
+
+
 def sft_row(row_id: str, video_id: str, shade: int, assistant: str, label: str = "abnormal", category: str = "Fighting") -> dict[str, Any]:
     """A p2c_sft row: system, user (video + question), assistant (the reference reasoning)."""
     return {
@@ -92,6 +100,7 @@ def _features(row: dict[str, Any], image_list: Any) -> Any:
         "frames": image_list, "frame_times": datasets.List(datasets.Value("float32")), "sample_fps": datasets.Value("float32"),
         "max_pixels": datasets.Value("int32"), "prompt": datasets.List(message), "messages": datasets.List(message),
         "options": datasets.List(datasets.Value("string")), "span": datasets.List(datasets.Value("float32")),
-        "duration": datasets.Value("float32"), "span_known": datasets.Value("bool"),
+        "duration": datasets.Value("float32"), "span_known": datasets.Value("bool"), "fps": datasets.Value("float32"),
+        "nframes": datasets.Value("int32"), "min_pixels": datasets.Value("int32"),
     }
     return datasets.Features({k: known.get(k, datasets.Value("string")) for k in row})

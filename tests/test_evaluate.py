@@ -321,3 +321,32 @@ def test_a_dataset_re_exported_at_the_same_path_is_read_afresh(tmp_path):
         write_exported(tmp_path / "ds", {"grpo_qa": [grpo_row("v1#qa0", "v1", 10, "qa", answer=answer, options=OPTIONS, question="Q?")]})
         items, _ = load_dataset_items(str(tmp_path / "ds"), ["qa"], DEFAULT_CONFIGS, None, None, 64)
         assert [i.answer for i in items] == [answer]
+
+
+def test_path_rows_are_sampled_here_and_a_missing_video_fails_its_item(tmp_path, monkeypatch):
+    from eval_fixtures import path_row
+    from media import make_clip
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    make_clip(tmp_path / "videos" / "clips" / "fight.mp4", seconds=4.0, fps=10, width=64, height=48)
+    data = write_exported(tmp_path / "ds", {"grpo_qa": [
+        path_row("fight#qa0", "fight", "clips/fight.mp4", "qa", answer="B", options=OPTIONS, question="What happens?", duration=4.0),
+        path_row("gone#qa0", "gone", "clips/gone.mp4", "qa", answer="A", options=OPTIONS, question="What happens?", duration=4.0),
+    ]})
+    with OpenAIPeer(Script(default=Reply("B"))) as server:
+        result = run_eval(EvalOptions(data=str(data), model=f"openai:m@{server.base_url}", out=tmp_path / "eval", tasks=("qa",),
+                                      think="off", videos=tmp_path / "videos", show_progress=False))
+        parts = content_parts(server.script.received[0])
+    assert server.script.calls == 1 and parts[0]["video_url"]["url"].count(",") == 4  # nframes 4 → uniform:4
+    assert result.metrics["qa"]["no_think"] == {"accuracy": 1.0, "n": 1, "unparsable": 0}
+    assert result.metrics["items"] == 2 and result.metrics["unreadable_videos"] == 1 and result.summary.exit_code == 3
+    rejects = [json.loads(line) for line in (tmp_path / "eval" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["item"] for r in rejects] == ["gone#qa0"] and "video could not be read" in rejects[0]["reason"]
+    preds = {p["id"]: p for p in iter_predictions(tmp_path / "eval")}
+    assert preds["gone#qa0"]["error"].startswith("video:") and preds["fight#qa0"]["prediction"] == "B"
+
+
+def test_a_task_whose_config_is_missing_is_skipped_with_a_note(dataset, tmp_path):
+    res = CliRunner().invoke(app, ["eval", "--data", str(dataset), "--model", "openai:m", "--tasks", "qa", "--config", "qa=grpo_nope",
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "no test items" in res.output and "grpo_nope" in res.output

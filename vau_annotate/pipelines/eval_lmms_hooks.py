@@ -97,7 +97,8 @@ def _block(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _aggregator(task: str, metric: str) -> Callable[[list[dict[str, Any]]], float]:
     def aggregate(records: list[dict[str, Any]]) -> float:
-        return float(_block(task, records)[metric])
+        value = _block(task, records)[metric]
+        return float("nan") if value is None else float(value)  # None: no item to score (e.g. mIoU of an all-normal split)
 
     aggregate.__name__ = f"aggregate_{task}_{metric}".replace(".", "_")
     return aggregate

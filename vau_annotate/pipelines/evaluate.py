@@ -314,7 +314,7 @@ def run_eval(options: EvalOptions) -> EvalResult:
     summary = StageSummary(STAGE)
     items = load_items(options, summary)
     if not items:
-        raise EvalDataError(f"{options.data}: no test items for the tasks {', '.join(options.tasks)}")
+        raise EvalDataError(f"{options.data}: no test items for the tasks {', '.join(options.tasks)}" + "".join(f"; {n}" for n in summary.notes))
     if "reasoning" in options.tasks and options.judge is None:
         summary.notes.append("reasoning: no --judge given, so VAU-Eval scores are not computed (text metrics are)")
     if options.pairwise and options.judge is None:
