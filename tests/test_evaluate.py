@@ -341,7 +341,7 @@ def test_path_rows_are_sampled_here_and_a_missing_video_fails_its_item(tmp_path,
     assert result.metrics["qa"]["no_think"] == {"accuracy": 1.0, "n": 1, "unparsable": 0}
     assert result.metrics["items"] == 2 and result.metrics["unreadable_videos"] == 1 and result.summary.exit_code == 3
     rejects = [json.loads(line) for line in (tmp_path / "eval" / "rejects.jsonl").read_text().splitlines()]
-    assert [r["item"] for r in rejects] == ["gone#qa0"] and "video could not be read" in rejects[0]["reason"]
+    assert [r["item"] for r in rejects] == ["qa/gone#qa0|no_think"] and "video could not be read" in rejects[0]["reason"]
     preds = {p["id"]: p for p in iter_predictions(tmp_path / "eval")}
     assert preds["gone#qa0"]["error"].startswith("video:") and preds["fight#qa0"]["prediction"] == "B"
 

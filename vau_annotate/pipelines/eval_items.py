@@ -216,14 +216,25 @@ def available_configs(data: str) -> list[str]:
         raise EvalDataError(f"{data} is not a dataset directory, a CSV file or a reachable Hub dataset: {exc}") from None
 
 
-def row_loader(row: dict[str, Any], videos: Path | None, policy: str | None, max_frames: int, decoder: str = "auto") -> Callable[[], VideoPart]:
-    """How to get one row's video: its embedded frames, or its file sampled the way the row says."""
-    if "frames" in row and row["frames"]:
-        frames = [f["bytes"] if isinstance(f, dict) else f for f in row["frames"]]
+def row_loader(row: dict[str, Any], videos: Path | None, policy: str | None, max_frames: int, decoder: str = "auto",
+               frames_of: Callable[[], list[Any]] | None = None) -> Callable[[], VideoPart]:
+    """How to get one row's video: its embedded frames, or its file sampled the way the row says.
+
+    `frames_of` reads the row's embedded frames when asked (from the memory-mapped Arrow table), so
+    a large test split is never held in memory; without it the row's own `frames` are used.
+    """
+    if frames_of is None and row.get("frames"):
+        held = row["frames"]
+        frames_of = lambda: held  # noqa: E731
+    if frames_of is not None and row.get("frame_times") is not None:
         times = [float(t) for t in row.get("frame_times") or []]
         fps = float(row.get("sample_fps") or 0.0)
+        read = frames_of
 
         def embedded() -> VideoPart:
+            frames = [f["bytes"] if isinstance(f, dict) else f for f in read() or []]
+            if not frames:
+                raise EvalDataError(f"row {row.get('id')} has no frames")
             stamps = times if len(times) == len(frames) else [i / fps if fps else float(i) for i in range(len(frames))]
             return thin(VideoPart(frames=tuple(frames), timestamps=tuple(stamps), fps=fps or 1.0), max_frames)
 
@@ -303,10 +314,12 @@ def load_dataset_items(data: str, tasks: Iterable[str], configs: dict[str, str],
             notes.append(f"{task}: the dataset has no config {config!r} (it has {', '.join(sorted(known)) or 'none'}); task skipped")
             continue
         ds = load_split(data, config)
-        for row in ds:
+        meta = ds.remove_columns(["frames"]) if "frames" in ds.column_names else ds
+        for index, row in enumerate(meta):
             if task != "reasoning" and row.get("task") not in (None, "", task):
                 continue
-            item = item_from_row(row, task, row_loader(row, videos, policy, max_frames, decoder))
+            frames_of = (lambda i=index, table=ds: table[i]["frames"]) if "frames" in ds.column_names else None
+            item = item_from_row(row, task, row_loader(row, videos, policy, max_frames, decoder, frames_of))
             if task == "tag" and (item.label != "abnormal" or item.span is None):
                 continue  # VAU-R1 grounds abnormal videos with a known span only
             if task == "p2c":

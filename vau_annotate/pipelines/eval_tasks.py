@@ -39,18 +39,30 @@ NORMAL = "Normal"
 
 @dataclass(frozen=True)
 class Ask:
-    """One model request for one item in one mode; `turn` 1 is the follow-up of a two-turn task."""
+    """One model request for one item in one mode (`mode`: "think" | "no_think" | "" for tasks
+    with one prompt). The request itself is built when it is sent (`request()`), so the frames of
+    a large test split are read from disk one item at a time instead of all at once."""
 
     item: EvalItem
-    mode: str  # "think" | "no_think" | "" (tasks with one prompt)
+    mode: str
     prompt: Prompt
-    request: Request
+    classes: tuple[str, ...] = VAU_CLASSES
+    max_tokens: int = 1024
+    temperature: float = 0.0
 
     @property
     def key(self) -> str:
         """Unique per request: exported configs reuse row ids (grpo_qa and grpo_reflect both have `V#qa0`)."""
         base = f"{self.item.task}/{self.item.id}"
         return f"{base}|{self.mode}" if self.mode else base
+
+    def request(self) -> Request:
+        """The first (or only) request: the video, then the rendered prompt. Raises when the video cannot be read."""
+        part = self.item.video()
+        prompt, text = render_prompt(self.item, self.mode, part.fps, duration_of(self.item, part), self.classes)
+        return Request(messages=(Message("user", (part, TextPart(text))),),
+                       params=SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature),
+                       prompt_name=prompt.name, prompt_hash=prompt.hash)
 
 
 def modes_for(task: str, think: str) -> list[str]:
@@ -87,12 +99,8 @@ def render_prompt(item: EvalItem, mode: str, fps: float, duration: float, classe
     return prompt, prompt.render(**{k: v for k, v in values.items() if k in prompt.variables})
 
 
-def build_ask(item: EvalItem, mode: str, part: VideoPart, classes: tuple[str, ...], max_tokens: int, temperature: float = 0.0) -> Ask:
-    """The first (or only) request of an item: the video, then the rendered prompt."""
-    prompt, text = render_prompt(item, mode, part.fps, duration_of(item, part), classes)
-    request = Request(messages=(Message("user", (part, TextPart(text))),), params=SamplingParams(max_tokens=max_tokens, temperature=temperature),
-                      prompt_name=prompt.name, prompt_hash=prompt.hash)
-    return Ask(item, mode, prompt, request)
+def build_ask(item: EvalItem, mode: str, classes: tuple[str, ...], max_tokens: int, temperature: float = 0.0) -> Ask:
+    return Ask(item, mode, load_prompt(prompt_name(item, mode)), classes, max_tokens, temperature)
 
 
 def follow_up(first: Request, reply: str) -> Request:

@@ -20,7 +20,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from vau_annotate.annotate.backends.base import Request
 from vau_annotate.annotate.backends.registry import SpecOnly
@@ -147,28 +147,31 @@ def load_items(options: EvalOptions, summary: StageSummary) -> list[EvalItem]:
     return items
 
 
-def prepare_asks(items: list[EvalItem], options: EvalOptions, rd: RunDir) -> tuple[list[Ask], list[tuple[EvalItem, str]]]:
-    """Every (item, mode) request; items whose video cannot be read come back as failures."""
+def prepare_asks(items: list[EvalItem], options: EvalOptions) -> list[Ask]:
+    """Every (item, mode) to ask; videos are read later, one request at a time."""
     classes = class_options(items)
-    asks: list[Ask] = []
-    failed: list[tuple[EvalItem, str]] = []
-    for item in items:
-        try:
-            part = item.video()
-        except Exception as exc:  # noqa: BLE001 - an unreadable video fails its item, not the run
-            failed.append((item, f"video: {exc}"))
-            rd.add_reject(item.id, STAGE, f"video could not be read: {exc}", task=item.task, video_id=item.video_id)
+    return [build_ask(item, mode, classes, options.max_tokens, options.temperature) for item in items for mode in modes_for(item.task, options.think)]
+
+
+Unreadable = dict[str, tuple[Ask, str]]  # request key → (ask, why its video could not be read)
+
+
+def first_requests(asks: Iterable[Ask], unreadable: Unreadable) -> Iterator[tuple[str, Request]]:
+    """Requests built as the engine consumes them; an unreadable video fails its item, not the run."""
+    for ask in asks:
+        if ask.key in unreadable:
             continue
-        for mode in modes_for(item.task, options.think):
-            asks.append(build_ask(item, mode, part, classes, options.max_tokens, options.temperature))
-    return asks, failed
+        try:
+            request = ask.request()
+        except Exception as exc:  # noqa: BLE001 - any decode / file error is this item's failure
+            unreadable[ask.key] = (ask, f"video: {exc}")
+            continue
+        yield ask.key, request
 
 
 # -- calling ------------------------------------------------------------------------------------------
 
-async def _collect(engine: Engine, requests: list[tuple[str, Request]]) -> dict[str, Outcome]:
-    if not requests:
-        return {}
+async def _collect(engine: Engine, requests: Iterable[tuple[str, Request]]) -> dict[str, Outcome]:
     return {outcome.item: outcome for outcome in await engine.run_all(requests)}
 
 
@@ -199,31 +202,35 @@ class Models:
             await backend.aclose()
 
 
-async def _answer(models: Models, asks: list[Ask]) -> tuple[dict[str, ItemResult], dict[str, str | None]]:
+async def _answer(models: Models, asks: list[Ask], unreadable: Unreadable) -> tuple[dict[str, ItemResult], dict[str, str | None]]:
     """Phases 1 and 2 for the model under test (and the opponent on free-text items)."""
-    results = {ask.key: ItemResult(ask) for ask in asks}
     opponent = models.engines.get("opponent")
-    first = [(ask.key, ask.request) for ask in asks]
-    rival = [(ask.key, ask.request) for ask in asks if ask.item.task in FREE_TEXT] if opponent else []
+    first = first_requests(asks, unreadable)
+    rival = first_requests([ask for ask in asks if ask.item.task in FREE_TEXT], unreadable) if opponent else iter(())
     mine, theirs = await asyncio.gather(_collect(models.engines["model"], first), _collect(opponent, rival) if opponent else _none())
+    results = {ask.key: ItemResult(ask) for ask in asks if ask.key not in unreadable}
     for key, outcome in mine.items():
         _take(results[key], outcome, "raw")
-    second: list[tuple[str, Request]] = []
-    second_rival: list[tuple[str, Request]] = []
-    for ask in asks:
-        if ask.item.task != "reasoning":
-            continue
-        result = results[ask.key]
-        if result.raw is not None:
-            second.append((ask.key, follow_up(ask.request, result.raw)))
-        rival_first = theirs.get(ask.key)
-        if rival_first is not None and rival_first.ok and rival_first.result is not None:
-            second_rival.append((ask.key, follow_up(ask.request, rival_first.result.text)))
+    reasoning = [ask for ask in asks if ask.item.task == "reasoning" and ask.key in results]
+    mine_first = {ask.key: results[ask.key].raw for ask in reasoning if results[ask.key].raw is not None}
+    theirs_first = {ask.key: theirs[ask.key].result.text for ask in reasoning  # type: ignore[union-attr]
+                    if ask.key in theirs and theirs[ask.key].ok and theirs[ask.key].result is not None}
+
+    def follow_ups(replies: dict[str, str | None]) -> Iterator[tuple[str, Request]]:
+        """VAU-R1's second turn, built as it is sent (the video is read again, not kept)."""
+        for ask in reasoning:
+            reply = replies.get(ask.key)
+            if reply is not None:
+                yield ask.key, follow_up(ask.request(), reply)
+
+    second, second_rival = follow_ups(mine_first), follow_ups(theirs_first)  # type: ignore[arg-type]
     mine2, theirs2 = await asyncio.gather(_collect(models.engines["model"], second), _collect(opponent, second_rival) if opponent else _none())
     for key, outcome in mine2.items():
         _take(results[key], outcome, "analysis")
     opponent_text: dict[str, str | None] = {}
     for key, outcome in theirs.items():
+        if key not in results:
+            continue
         if not (outcome.ok and outcome.result is not None):
             opponent_text[key] = None
         elif results[key].ask.item.task == "reasoning":
@@ -249,7 +256,7 @@ def _take(result: ItemResult, outcome: Outcome, attr: str) -> None:
 def _judge_question(result: ItemResult) -> str:
     if result.ask.item.task == "reasoning":
         return load_prompt("eval_reasoning_description").render() + "\n" + load_prompt("eval_reasoning_analysis").render()
-    return result.ask.request.messages[0].parts[-1].text  # type: ignore[union-attr]
+    return result.ask.request().messages[0].parts[-1].text  # type: ignore[union-attr]
 
 
 async def _judge(models: Models, results: dict[str, ItemResult], opponent_text: dict[str, str | None], options: EvalOptions) -> None:
@@ -319,13 +326,14 @@ def run_eval(options: EvalOptions) -> EvalResult:
         summary.notes.append("reasoning: no --judge given, so VAU-Eval scores are not computed (text metrics are)")
     if options.pairwise and options.judge is None:
         raise EvalDataError("--pairwise needs --judge (the model that compares the two)")
-    asks, unreadable = prepare_asks(items, options, rd)
+    asks = prepare_asks(items, options)
+    unreadable: Unreadable = {}
     summary.counts.update(items=len(items), requests=len(asks))
     ledger = Ledger(rd.ledger_path)
     try:
         if options.dry_run:
             return EvalResult(dry_run(asks, options, ledger, summary), {}, out)
-        results, usage = asyncio.run(_run(asks, options, ledger))
+        results, usage = asyncio.run(_run(asks, unreadable, options, ledger))
     finally:
         ledger.close()
     for result in results.values():
@@ -335,14 +343,14 @@ def run_eval(options: EvalOptions) -> EvalResult:
     return EvalResult(summary, metrics, out)
 
 
-async def _run(asks: list[Ask], options: EvalOptions, ledger: Ledger) -> tuple[dict[str, ItemResult], dict[str, Any]]:
+async def _run(asks: list[Ask], unreadable: Unreadable, options: EvalOptions, ledger: Ledger) -> tuple[dict[str, ItemResult], dict[str, Any]]:
     models = Models(options, ledger, live=True)
     progress = _Progress(options.show_progress, len(asks))
     for engine in models.engines.values():
         engine.on_progress = progress.update
     try:
         with progress:
-            results, opponent_text = await _answer(models, asks)
+            results, opponent_text = await _answer(models, asks, unreadable)
             await _judge(models, results, opponent_text, options)
     finally:
         await models.aclose()
@@ -379,11 +387,18 @@ def dry_run(asks: list[Ask], options: EvalOptions, ledger: Ledger, summary: Stag
     stand-in replies of the full token budget (an upper bound); nothing is called."""
     models = Models(options, ledger, live=False)
     filler = "word " * options.max_tokens
-    first = [(a.key, a.request) for a in asks]
-    second = [(a.key, follow_up(a.request, filler)) for a in asks if a.item.task == "reasoning"]
-    estimates = {"model": models.engines["model"].estimate(first + second)}
+    unreadable: Unreadable = {}
+
+    def model_requests(tasks: tuple[str, ...] | None = None) -> Iterator[tuple[str, Request]]:
+        chosen = [a for a in asks if tasks is None or a.item.task in tasks]
+        for key, request in first_requests(chosen, unreadable):
+            yield key, request
+            if key.startswith("reasoning/"):
+                yield key, follow_up(request, filler)
+
+    estimates = {"model": models.engines["model"].estimate(model_requests())}
     if "opponent" in models.engines:
-        estimates["opponent"] = models.engines["opponent"].estimate([(k, r) for k, r in first + second if _task_of(k, asks) in FREE_TEXT])
+        estimates["opponent"] = models.engines["opponent"].estimate(model_requests(FREE_TEXT))
     if "judge" in models.engines:
         judge_requests = [(a.key, judges.vau_eval_request(a.item.gt_description, a.item.gt_analysis, filler, filler, options.judge_max_tokens))
                           for a in asks if a.item.task == "reasoning"]
@@ -392,21 +407,21 @@ def dry_run(asks: list[Ask], options: EvalOptions, ledger: Ledger, summary: Stag
                                for a in asks if a.item.task in FREE_TEXT for o in ("AB", "BA")]
         estimates["judge"] = models.engines["judge"].estimate(judge_requests)
     summary.notes.append("dry run: nothing was called; judge re-asks may add up to one call per VAU-Eval item")
+    if unreadable:
+        summary.notes.append(f"{len(unreadable)} request(s) have a video that cannot be read; they are not counted")
     summary.add_estimates(estimates, {"model": options.model, "opponent": options.pairwise or "", "judge": options.judge or ""})
     return summary
 
 
-def _task_of(key: str, asks: list[Ask]) -> str:
-    return next(a.item.task for a in asks if a.key == key)
-
-
-def write_outputs(out: Path, options: EvalOptions, results: dict[str, ItemResult], unreadable: list[tuple[EvalItem, str]],
+def write_outputs(out: Path, options: EvalOptions, results: dict[str, ItemResult], unreadable: Unreadable,
                   usage: dict[str, Any], summary: StageSummary, rd: RunDir) -> None:
     """predictions.jsonl (one line per item and mode), metrics.json and metrics.md; failures to rejects."""
     lines = [json.dumps(r.record(options.model), ensure_ascii=False, default=str) for r in results.values()]
-    for item, reason in unreadable:
-        lines.append(json.dumps({"id": item.id, "video_id": item.video_id, "task": item.task, "model": options.model, "raw": None,
-                                 "prediction": None, "scores": {}, "error": reason}, ensure_ascii=False))
+    for key, (ask, reason) in unreadable.items():
+        item = ask.item
+        lines.append(json.dumps({"id": item.id, "video_id": item.video_id, "task": item.task, "mode": ask.mode or None, "model": options.model,
+                                 "raw": None, "prediction": None, "scores": {}, "error": reason}, ensure_ascii=False))
+        rd.add_reject(key, STAGE, f"video could not be read: {reason}", task=item.task, video_id=item.video_id)
     atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     failures: dict[str, int] = defaultdict(int)
     for result in results.values():
@@ -422,7 +437,7 @@ def write_outputs(out: Path, options: EvalOptions, results: dict[str, ItemResult
             rd.add_reject(result.ask.key, STAGE, f"pairwise: {result.pairwise.get('reason') or 'no [[A]]/[[B]]/[[C]] verdict'}", task=item.task)
     if unreadable:
         failures["video unreadable"] += len(unreadable)
-    metrics = compute_metrics(list(results.values()), len(unreadable))
+    metrics = compute_metrics(list(results.values()), len({(a.item.task, a.item.id) for a, _ in unreadable.values()}))
     metrics = {"model": options.model, "data": options.data, "options": options.recorded(), **metrics, "failures": dict(failures), "usage": usage}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
     atomic_write_text(out / "metrics.md", render_markdown(metrics))
