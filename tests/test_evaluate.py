@@ -350,3 +350,30 @@ def test_a_task_whose_config_is_missing_is_skipped_with_a_note(dataset, tmp_path
     res = CliRunner().invoke(app, ["eval", "--data", str(dataset), "--model", "openai:m", "--tasks", "qa", "--config", "qa=grpo_nope",
                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "no test items" in res.output and "grpo_nope" in res.output
+
+
+def test_an_invalid_key_stops_the_run_with_status_1_and_no_secret(dataset, tmp_path, monkeypatch):
+    from peers import Fault
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-do-not-print-me")
+    with OpenAIPeer(Script(default=Fault.of("invalid_key"))) as server:
+        res = CliRunner().invoke(app, ["eval", "--data", str(dataset), "--model", f"openai:m@{server.base_url}", "--tasks", "qa",
+                                       "--think", "off", "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 1 and "stopped" in res.output
+    assert "sk-live-do-not-print-me" not in res.output
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_an_all_normal_split_has_no_grounding_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    rows = [grpo_row(f"n{i}#p2c", f"n{i}", 20 * i, "p2c", label="normal", category="Normal") for i in range(3)]
+    data = write_exported(tmp_path / "ds", {"grpo_p2c": rows})
+    # one says normal (TN), one abnormal (FP), one nothing readable (counted, wrong)
+    replies = iter(["<answer><which>Normal</which></answer>", "<answer><which>Abnormal</which><when>[0.1, 0.5]</when></answer>", "hmm"])
+    with OpenAIPeer(Script(*[Reply(next(replies)) for _ in range(3)])) as server:
+        result = run_eval(EvalOptions(data=str(data), model=f"openai:m@{server.base_url}", out=tmp_path / "eval", tasks=("p2c",),
+                                      show_progress=False, concurrency=1))
+    detection = result.metrics["p2c"]["detection"]
+    assert detection["n"] == 3 and detection["accuracy"] == pytest.approx(1 / 3) and detection["precision"] == 0.0
+    assert result.metrics["p2c"]["grounding"] == {"miou": None, "r@0.3": None, "r@0.5": None, "r@0.7": None, "n": 0}
+    assert "| 33.3 | 0.0 |" in (tmp_path / "eval" / "metrics.md").read_text() and "| - | - | - | - |" in (tmp_path / "eval" / "metrics.md").read_text()
