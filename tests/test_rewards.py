@@ -358,3 +358,62 @@ def test_registry_names_resolve():
     assert set(R.resolve(["iou", "srvau_total"])) == {"iou", "srvau_total"}
     for table in R.DEFAULT_WEIGHTS.values():
         R.resolve(list(table))
+
+
+# --- `vau-annotate rewards` ----------------------------------------------------------------------
+
+
+def _export_dir(tmp_path: Path) -> Path:
+    """A GRPO export as the contract lays it out: OUT/README.md configs + OUT/grpo_qa/test-*.parquet."""
+    import pandas as pd
+
+    out = tmp_path / "export"
+    (out / "grpo_qa").mkdir(parents=True)
+    rows = [{**QA, "id": "v1#qa0", "video_id": "v1", "source": "test"}, {**QA, "id": "v2#qa0", "video_id": "v2", "source": "test", "answer": "C"}]
+    pd.DataFrame(rows).to_parquet(out / "grpo_qa" / "test-00000-of-00001.parquet")
+    (out / "README.md").write_text(
+        "---\nconfigs:\n- config_name: grpo_qa\n  data_files:\n  - split: test\n    path: grpo_qa/test-*.parquet\n---\n", encoding="utf-8"
+    )
+    return out
+
+
+def test_rewards_cli_scores_by_id_and_rejects_bad_lines(tmp_path):
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    data = _export_dir(tmp_path)
+    lines = tmp_path / "completions.jsonl"
+    lines.write_text(
+        json.dumps({"id": "v1#qa0", "completion": "<think>t</think><answer>B</answer>"}) + "\n"
+        + json.dumps({"id": "v2#qa0", "completion": "<answer>B</answer>"}) + "\n"
+        + json.dumps({"id": "v9#qa0", "completion": "<answer>B</answer>"}) + "\n"
+        + "not json\n",
+        encoding="utf-8",
+    )
+    scores = tmp_path / "scores.jsonl"
+    result = CliRunner().invoke(app, ["rewards", str(lines), "--data", str(data), "--config", "grpo_qa", "--split", "test", "--out", str(scores)])
+    assert result.exit_code == 3, result.output  # two lines rejected: partial
+    scored = [json.loads(line) for line in scores.read_text().splitlines()]
+    # v1: format 1 + accuracy 1; v2: no think (format 0), B against C (accuracy 0)
+    assert [(s["id"], s["total"]) for s in scored] == [("v1#qa0", 2.0), ("v2#qa0", 0.0)]
+    rejects = [json.loads(line) for line in (tmp_path / "scores.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [3, 4]
+    assert "not in the dataset" in rejects[0]["reason"] and "not JSON" in rejects[1]["reason"]
+
+
+def test_rewards_cli_rows_inline_weights_and_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    lines = tmp_path / "c.jsonl"
+    lines.write_text(json.dumps({"id": "x", "completion": "<think>t</think><answer>[15, 25]</answer>", "row": TAG}) + "\n", encoding="utf-8")
+    scores = tmp_path / "s.jsonl"
+    ok = CliRunner().invoke(app, ["rewards", str(lines), "-w", "iou=3", "--out", str(scores)])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(scores.read_text())["total"] == pytest.approx(3 * 5 / 15)
+    unknown = CliRunner().invoke(app, ["rewards", str(lines), "-w", "bleu=1"])
+    assert unknown.exit_code == 2 and "unknown reward" in unknown.output
+    missing = CliRunner().invoke(app, ["rewards", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2
