@@ -314,11 +314,13 @@ def load_dataset_items(data: str, tasks: Iterable[str], configs: dict[str, str],
             notes.append(f"{task}: the dataset has no config {config!r} (it has {', '.join(sorted(known)) or 'none'}); task skipped")
             continue
         ds = load_split(data, config)
-        meta = ds.remove_columns(["frames"]) if "frames" in ds.column_names else ds
+        embedded = "frames" in ds.column_names
+        meta = ds.remove_columns(["frames"]) if embedded else ds
+        frames_only = ds.select_columns(["frames"]) if embedded else None
         for index, row in enumerate(meta):
             if task != "reasoning" and row.get("task") not in (None, "", task):
                 continue
-            frames_of = (lambda i=index, table=ds: table[i]["frames"]) if "frames" in ds.column_names else None
+            frames_of = (lambda i=index, table=frames_only: table[i]["frames"]) if embedded else None
             item = item_from_row(row, task, row_loader(row, videos, policy, max_frames, decoder, frames_of))
             if task == "tag" and (item.label != "abnormal" or item.span is None):
                 continue  # VAU-R1 grounds abnormal videos with a known span only
