@@ -15,7 +15,7 @@ Both answer the same multiple-choice items of an exported test split (embedded f
     python benchmarks/bench_eval.py [--items 400] [--concurrency 64] [--latency 0.2] [--sequential 20]
 
 Prints items/s of each and the ratio eval / sequential. Exit status 1 when the warm run reached
-the server or the cold run failed items (correctness, not speed).
+the server, the cold run failed items, or the two disagree (correctness, not speed).
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def main() -> int:
     print()
     print(f"eval / sequential loop: {eval_rate / seq_rate:.1f}×   (ideal model-bound rate {ideal:.0f} items/s)")
     print(f"server requests: cold {cold_calls}, warm {warm_calls}; QA accuracy {cold.metrics['qa']['no_think']['accuracy']}")
-    if warm_calls != 0 or cold_calls != args.items or cold.summary.exit_code != 0:
-        print("FAIL: the cold run must answer every item and the warm run none from the server", file=sys.stderr)
+    if warm_calls != 0 or cold_calls != args.items or cold.summary.exit_code != 0 or warm.metrics["qa"] != cold.metrics["qa"]:
+        print("FAIL: the cold run must answer every item, the warm run none from the server, with the same metrics", file=sys.stderr)
         return 1
     return 0
 
