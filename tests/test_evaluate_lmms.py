@@ -19,6 +19,7 @@ import pytest
 import yaml
 from eval_fixtures import write_exported
 from test_evaluate import CLS, QA, REFLECT, TAG, dataset_rows
+from test_export import demo_run  # noqa: F401  (session fixture: a real run made by the offline demo)
 
 from vau_annotate.pipelines import eval_lmms_hooks as hooks
 from vau_annotate.pipelines.formats.lmms_eval import LmmsEvalError, write_lmms_eval_task
@@ -137,3 +138,27 @@ def test_lmms_eval_task_manager_loads_and_scores_the_folder(folder):
     assert result["vau_tag"]["miou"] == pytest.approx(2 / 3) and result["vau_tag"]["r_at_0.5"] == 0.5
     assert result["vau_reflect"]["w_to_c"] == 1.0 and result["vau_reflect"]["c_to_w"] == 1.0
     assert "### Question:" in result["vau_qa"]["_text"]
+
+
+def test_export_format_lmms_eval_from_a_real_run(demo_run, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    out = tmp_path / "lmms"
+    res = CliRunner().invoke(app, ["export", "--run", str(demo_run), "--out", str(out), "--format", "lmms-eval", "--split", "ratio:0.4,0.1,0.5"])
+    assert res.exit_code == 0, res.output
+    assert "train/validation split" in res.output  # rows outside the test split are reported as left out
+    tasks = sorted(p.stem for p in out.glob("vau_*.yaml"))
+    assert "vau_qa" in tasks and (out / "utils.py").is_file() and (out / "_vau.yaml").is_file()
+    import datasets
+
+    qa = datasets.load_dataset(str(out / "data"), "grpo_qa", split="test", cache_dir=str(tmp_path / "cache"))
+    assert len(qa) >= 1 and all(Path(row["video"]).is_absolute() and Path(row["video"]).is_file() for row in qa)
+    for row in qa:
+        assert hooks.doc_to_visual(row) == [row["video"]]
+        assert "### Question:" in hooks.doc_to_text(row, {"think": False}) and row["question"] in hooks.doc_to_text(row, {"think": False})
+        record = hooks.process_results(row, [f"<answer>{row['answer']}</answer>"])
+        assert record["accuracy"]["scores"] == {"correct": True}
+    config = yaml.load((out / "vau_qa.yaml").read_text(), Loader=_Loader)
+    assert set(config) <= DOCUMENTED_KEYS and all(Path(f).is_file() for f in config["dataset_kwargs"]["data_files"]["test"])

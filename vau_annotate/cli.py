@@ -566,7 +566,7 @@ def export(
     fps: float = typer.Option(2.0, "--fps", help="--frames path: frames per second qwen-vl-utils samples at training time."),
     nframes: Optional[int] = typer.Option(None, "--nframes", help="--frames path: a fixed frame count instead of --fps."),
     max_pixels: int = typer.Option(360 * 420, "--max-pixels", help="--frames path: pixel budget per frame at training time."),
-    fmt: str = typer.Option("hf", "--format", help="hf | verl | easyr1 | video-r1 | vad-r1 | vau-bench."),
+    fmt: str = typer.Option("hf", "--format", help="hf | verl | easyr1 | video-r1 | vad-r1 | vau-bench | lmms-eval."),
     max_shard_size: str = typer.Option("500MB", "--max-shard-size", help="Largest parquet shard (e.g. 500MB)."),
     workers: int = typer.Option(4, "--workers", "-j", min=1, help="Configs written in parallel."),
     license_id: str = typer.Option("other", "--license", help="License of the dataset, written into the card (e.g. cc-by-nc-4.0)."),

@@ -5,6 +5,8 @@ exported GRPO config (QA with and without think, TAG with and without think, CLS
 without think, P2C, reflect) and a group `vau` over them, so the same test split runs in the
 harness model teams already use:
 
+    vau-annotate export --run RUN --out OUT --format lmms-eval      # from run directories, or
+    write_lmms_eval_task(EXPORTED_DATASET_OR_HUB_ID, OUT)          # from an exported dataset
     lmms-eval --model qwen2_5_vl --model_args pretrained=… --tasks vau --include_path OUT
 
 Each YAML uses lmms-eval's documented keys (`task`, `dataset_path`, `dataset_kwargs`,
@@ -20,9 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vau_annotate.pipelines.eval_lmms_hooks import TASK_METRICS, aggregator_name
+
+if TYPE_CHECKING:
+    from vau_annotate.pipelines.formats.base import FormatContext
 
 GROUP = "vau"
 HIGHER_IS_BETTER = {"unparsable": False, "c_to_w": False}
@@ -59,16 +64,19 @@ def _configs_of(dataset: str) -> list[str]:
     return list(datasets.get_dataset_config_names(dataset))
 
 
-def _data_files(dataset_dir: Path, config: str, split: str) -> list[str]:
-    return sorted(str(p.resolve()) for p in (dataset_dir / config).glob(f"{split}-*.parquet"))
+def _data_files(dataset_dir: Path, config: str, split: str, location: Path | None = None) -> list[str]:
+    """Absolute paths of a config's split files, as they will be once the folder is at `location`."""
+    found = sorted((dataset_dir / config).glob(f"{split}-*.parquet"))
+    base = (location or dataset_dir).resolve()
+    return [str(base / p.relative_to(dataset_dir)) for p in found]
 
 
-def task_yaml(spec: LmmsTask, dataset: str, split: str, max_new_tokens: int) -> str:
+def task_yaml(spec: LmmsTask, dataset: str, split: str, max_new_tokens: int, location: Path | None = None) -> str:
     """One task's YAML (written by hand: lmms-eval's `!function` tag is not plain YAML)."""
     local = Path(dataset).is_dir()
     lines = [f"task: {spec.name}"]
     if local:
-        files = _data_files(Path(dataset), spec.config, split)
+        files = _data_files(Path(dataset), spec.config, split, location)
         lines += ["dataset_path: parquet", "dataset_kwargs:", "  data_files:", f"    {split}:"] + [f"      - {_quote(f)}" for f in files]
     else:
         lines += [f"dataset_path: {_quote(dataset)}", f"dataset_name: {spec.config}"]
@@ -100,10 +108,11 @@ def _quote(value: str) -> str:
 
 
 def write_lmms_eval_task(dataset: str | Path, out_dir: str | Path, *, split: str = "test", max_new_tokens: int = 1024,
-                         tasks: tuple[str, ...] | None = None) -> list[str]:
+                         tasks: tuple[str, ...] | None = None, location: Path | None = None) -> list[str]:
     """Write the task folder for every config the dataset has; returns the lmms-eval task names.
 
-    `dataset`: an exported directory (read as parquet files) or a Hub dataset id.
+    `dataset`: an exported directory (read as parquet files) or a Hub dataset id; `location`: where
+    that directory will be when the tasks run (export writes into a temporary folder, then renames it).
     """
     dataset = str(dataset)
     known = set(_configs_of(dataset))
@@ -115,7 +124,7 @@ def write_lmms_eval_task(dataset: str | Path, out_dir: str | Path, *, split: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for spec in chosen:
-        (out / f"{spec.name}.yaml").write_text(task_yaml(spec, dataset, split, max_new_tokens))
+        (out / f"{spec.name}.yaml").write_text(task_yaml(spec, dataset, split, max_new_tokens, location))
     group = [f"group: {GROUP}", "task:"] + [f"  - {t.name}" for t in chosen] + ["metadata:", "  version: 1.0", ""]
     (out / f"_{GROUP}.yaml").write_text("\n".join(group))
     (out / "utils.py").write_text(UTILS)
@@ -130,6 +139,40 @@ def _readme(dataset: str, names: list[str]) -> str:
             "Prompts, answer parsing and metrics are those of `vau-annotate eval` (see utils.py).\n")
 
 
-def export_lmms_eval(dataset_dir: Path, out_dir: Path, **options: Any) -> list[str]:
-    """Entry point for the export command's formats registry (`"lmms-eval": export_lmms_eval`)."""
-    return write_lmms_eval_task(dataset_dir, out_dir, **options)
+LEFT_OUT = "row of the train/validation split (lmms-eval tasks read the test split)"
+
+
+def write(context: FormatContext, folder: Path) -> None:
+    """`vau-annotate export --format lmms-eval`: the GRPO configs' test rows + the task folder.
+
+    Rows are the export's `--frames path` rows (the same builders and per-video split as the
+    Hugging Face export) with each video's path made absolute (its run's --videos folder), written
+    to `folder/data/<config>/test-00000-of-00001.parquet` with a card; the task YAMLs and utils.py
+    go to `folder`. lmms-eval's video models then read the files themselves.
+    """
+    import datasets
+
+    data = folder / "data"
+    written: list[str] = []
+    for config in context.grpo_configs():
+        result = context.result(config)
+        rows = []
+        for split, row in context.rows(config):
+            if split != "test":
+                result.rows[split] -= 1
+                result.skips[LEFT_OUT] += 1
+                continue
+            video = context.inputs.videos.get(row["video_id"])
+            root = video.run.dir.load_meta().videos if video is not None else None
+            if root and row.get("video"):
+                row = {**row, "video": str(Path(root) / row["video"])}
+            rows.append(row)
+        if rows:
+            (data / config).mkdir(parents=True, exist_ok=True)
+            datasets.Dataset.from_list(rows).to_parquet(str(data / config / "test-00000-of-00001.parquet"))
+            written.append(config)
+    if not written:
+        raise LmmsEvalError("no GRPO row fell in the test split: nothing for lmms-eval to evaluate (see --split)")
+    card = ["---", "configs:"] + [line for c in written for line in (f"- config_name: {c}", "  data_files:", "  - split: test", f"    path: {c}/test-*.parquet")]
+    (data / "README.md").write_text("\n".join(card + ["---", "", "Test rows for the lmms-eval tasks beside this folder.", ""]))
+    write_lmms_eval_task(data, folder, location=Path(context.options.out).resolve() / "data")
