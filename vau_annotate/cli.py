@@ -477,6 +477,96 @@ def demo(
     raise typer.Exit(code=result.exit_code)
 
 
+
+
+@app.command("eval")
+def evaluate(
+    data: str = typer.Option(..., "--data", "-d", help="Exported dataset directory, Hub dataset id, or a VAU-Bench CSV (then give --videos)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model under test: openai:NAME@URL (e.g. a `vllm serve` checkpoint), hf:DIR, vllm:…"),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory: predictions.jsonl, metrics.json, metrics.md, ledger.sqlite."),
+    tasks: str = typer.Option("qa,tag,cls,p2c,reasoning,reflect", "--tasks", help="Comma-separated: qa, tag, cls, p2c, reasoning, reflect."),
+    think: str = typer.Option("both", "--think", help="on | off | both: QA/TAG/CLS with VAU-R1's think prompt, without it, or both."),
+    config: list[str] = typer.Option([], "--config", help="TASK=CONFIG to read a task from another exported config (repeatable), or one CONFIG when --tasks names one task."),
+    videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video folder (a CSV's videos, or exported rows made with --frames path)."),
+    sampling: Optional[str] = typer.Option(None, "--sampling", help="Frame sampling: uniform:16 | fps:1 (default: as exported; fps:1 for a CSV, as VAU-R1)."),
+    max_pixels: int = typer.Option(768 * 28 * 28, "--max-pixels", min=28 * 28, help="Pixel budget per frame when sampling here (VAU-R1: 768×28×28)."),
+    max_frames: int = typer.Option(64, "--max-frames", min=1, help="At most this many frames per video (thinned evenly)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge model spec for VAU-Eval and pairwise (any backend)."),
+    pairwise: Optional[str] = typer.Option(None, "--pairwise", help="A second model spec to compare with --model (needs --judge)."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N items."),
+    concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Calls in flight per model."),
+    rpm: Optional[float] = typer.Option(None, "--rpm", min=0.001, help="Requests per minute per model."),
+    tpm: Optional[float] = typer.Option(None, "--tpm", min=1, help="Tokens per minute per model."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=1, help="Reply budget of the model under test (VAU-R1: 1024)."),
+    judge_max_tokens: int = typer.Option(1024, "--judge-max-tokens", min=16),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable with the model's API key."),
+    judge_api_key_env: Optional[str] = typer.Option(None, "--judge-api-key-env", help="Environment variable with the judge's API key."),
+    prices: Optional[Path] = PRICES_OPTION,
+    retry_failed: bool = RETRY_FAILED_OPTION,
+    video_mode: str = VIDEO_MODE_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the calls, tokens and cost the evaluation would make; call nothing."),
+) -> None:
+    """Evaluate a model with the metrics of VAU-R1, Vad-R1 and SRVAU-R1 (and VAU-Eval / pairwise judges).
+
+    Every call is cached in OUT/ledger.sqlite: running the same command again resumes and pays nothing twice.
+    """
+    from vau_annotate.annotate.backends import ModelSpec, SpecError
+    from vau_annotate.annotate.engine import RunStopped
+    from vau_annotate.annotate.video import PolicyError, parse_policy
+    from vau_annotate.pipelines.eval_items import TASKS, EvalDataError
+    from vau_annotate.pipelines.evaluate import EvalOptions, run_eval
+
+    wanted = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    unknown = [t for t in wanted if t not in TASKS]
+    if not wanted or unknown:
+        raise usage_error(f"--tasks takes {', '.join(TASKS)}; unknown: {', '.join(unknown) or '(none given)'}")
+    if think not in ("on", "off", "both"):
+        raise usage_error(f"--think must be on, off or both, not {think!r}")
+    configs: dict[str, str] = {}
+    for entry in config:
+        task_name, sep, name = entry.partition("=")
+        if not sep:
+            if len(wanted) != 1:
+                raise usage_error(f"--config {entry}: give TASK=CONFIG when several tasks run")
+            task_name, name = wanted[0], entry
+        if task_name not in TASKS or not name:
+            raise usage_error(f"--config {entry}: expected TASK=CONFIG with TASK one of {', '.join(TASKS)}")
+        configs[task_name] = name
+    access = _model_access(prices, retry_failed, video_mode, timeout)
+    try:
+        for spec in (model, judge, pairwise):
+            if spec is not None:
+                ModelSpec.parse(spec)
+        if sampling is not None:
+            sampling = str(parse_policy(sampling))
+    except (SpecError, PolicyError) as exc:
+        raise usage_error(str(exc)) from None
+    if pairwise is not None and judge is None:
+        raise usage_error("--pairwise needs --judge (the model that compares the two answers)")
+    if videos is not None and not videos.is_dir():
+        raise usage_error(f"--videos {videos} is not a directory")
+    options = EvalOptions(
+        data=data, model=model, out=out_dir, tasks=wanted, think=think, configs=configs, videos=videos, sampling=sampling,
+        max_pixels=max_pixels, max_frames=max_frames, judge=judge, pairwise=pairwise, limit=limit, concurrency=concurrency, rpm=rpm,
+        tpm=tpm, max_tokens=max_tokens, judge_max_tokens=judge_max_tokens, dry_run=dry_run, access=access,
+        model_options={"api_key_env": api_key_env} if api_key_env else {},
+        judge_options={"api_key_env": judge_api_key_env} if judge_api_key_env else {},
+    )
+    try:
+        result = run_eval(options)
+    except EvalDataError as exc:
+        raise usage_error(str(exc)) from None
+    except RunStopped as exc:
+        console.print(f"[bold red]stopped:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    except SpecError as exc:
+        raise usage_error(str(exc)) from None
+    if not dry_run:
+        typer.echo((out_dir / "metrics.md").read_text())  # plain: rich would re-wrap the tables
+    finish(result.summary, out_dir)
+
+
 @app.command("rewards")
 def rewards_command(
     completions: Path = typer.Argument(..., help="JSONL: one {\"id\", \"completion\"} per line, each with its \"row\" (solution columns) or found by id in --data."),
@@ -635,6 +725,8 @@ def merge(run: Path = typer.Option(..., "--run", "-r", help="Run directory whose
     finish(summary, run)
 
 
+
+
 def _parse_size(text: str) -> int:
     """'500MB', '2GB', '64KB' or a byte count → bytes (decimal units, as datasets' max_shard_size)."""
     import re
@@ -658,7 +750,7 @@ def export(
     fps: float = typer.Option(2.0, "--fps", help="--frames path: frames per second qwen-vl-utils samples at training time."),
     nframes: Optional[int] = typer.Option(None, "--nframes", help="--frames path: a fixed frame count instead of --fps."),
     max_pixels: int = typer.Option(360 * 420, "--max-pixels", help="--frames path: pixel budget per frame at training time."),
-    fmt: str = typer.Option("hf", "--format", help="hf | verl | easyr1 | video-r1 | vad-r1 | vau-bench."),
+    fmt: str = typer.Option("hf", "--format", help="hf | verl | easyr1 | video-r1 | vad-r1 | vau-bench | lmms-eval."),
     max_shard_size: str = typer.Option("500MB", "--max-shard-size", help="Largest parquet shard (e.g. 500MB)."),
     workers: int = typer.Option(4, "--workers", "-j", min=1, help="Configs written in parallel."),
     license_id: str = typer.Option("other", "--license", help="License of the dataset, written into the card (e.g. cc-by-nc-4.0)."),
@@ -732,6 +824,8 @@ def push(
 from vau_annotate.train.cli import train_app  # noqa: E402
 
 app.add_typer(train_app, name="train")
+
+
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ one file per split into `folder`. To add a format, add a module and one line bel
 from __future__ import annotations
 
 from vau_annotate.pipelines.formats.base import FormatContext, FormatWriter
-from vau_annotate.pipelines.formats import easyr1, vad_r1, vau_bench, verl, video_r1
+from vau_annotate.pipelines.formats import easyr1, lmms_eval, vad_r1, vau_bench, verl, video_r1
 
 FORMATS: dict[str, FormatWriter] = {
     "verl": verl.write,
@@ -17,6 +17,7 @@ FORMATS: dict[str, FormatWriter] = {
     "video-r1": video_r1.write,
     "vad-r1": vad_r1.write,
     "vau-bench": vau_bench.write,
+    "lmms-eval": lmms_eval.write,
 }
 
 __all__ = ["FORMATS", "FormatContext", "FormatWriter"]
