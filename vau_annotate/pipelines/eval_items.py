@@ -178,16 +178,15 @@ def _no_video(video_id: str) -> VideoPart:
 def load_split(data: str, config: str) -> Any:
     """The test split of one config, with images left as bytes (no decode and re-encode).
 
-    A local directory is read into a fresh cache of its own (removed when the process ends):
-    `datasets` names its cache of a folder after the folder's name and the config, and a folder
-    re-exported at the same path (or another folder of the same name) was seen to come back stale
-    or to fail its split-size check.
+    Loaded with `load_export` (schemas/rows.py), which reads a local folder's shards by path:
+    `datasets` caches a card-configured folder by its name and config only and served stale rows.
     """
     import datasets
 
-    private = {"cache_dir": _private_cache()} if Path(data).is_dir() else {}
+    from vau_annotate.schemas.rows import load_export
+
     try:
-        ds = datasets.load_dataset(data, config, split=SPLIT, **private)
+        ds = load_export(data, config, split=SPLIT)
     except ValueError as exc:
         raise EvalDataError(f"{data}: config {config!r} has no {SPLIT!r} split or cannot be read: {exc}") from None
     except FileNotFoundError as exc:
@@ -195,16 +194,6 @@ def load_split(data: str, config: str) -> Any:
     if "frames" in ds.column_names:
         ds = ds.cast_column("frames", datasets.List(datasets.Image(decode=False)))
     return ds
-
-
-def _private_cache() -> str:
-    import atexit
-    import shutil
-    import tempfile
-
-    path = tempfile.mkdtemp(prefix="vau-eval-datasets-")
-    atexit.register(shutil.rmtree, path, True)
-    return path
 
 
 def available_configs(data: str) -> list[str]:
