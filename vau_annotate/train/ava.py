@@ -10,13 +10,14 @@ Vad-R1 rewards a completion a second time by asking the policy again about an ed
   a stable judgement and the completion is penalised **-0.2**.
 
 This module does the frame surgery (pure functions over the frame list and its timestamps, so a test
-can check exactly which frames go) and drives the re-ask through a callable, so it works the same
-with `model.generate` and with the colocated vLLM engine. The reward value for a pair of answers is
-the rewards module's business (`vau_annotate.train.rewards`); we pass it the first and the
-re-asked completion.
+can check exactly which frames go) and drives the re-ask through a callable. The reward value for a
+pair of answers is the rewards module's business (`rewards.anomaly_verification`, applied by the
+registered reward `ava` to a row copy carrying the re-asked reply as `trimmed_completion`).
 
 Choices where the paper is silent (also in README, "train grpo"):
 - a span predicted in normalised [0, 1] form is converted with the row's duration by the parser;
+  several predicted segments are all removed;
+- the re-ask is greedy (temperature 0): it asks what the current policy concludes, not a sample;
 - a frame is inside the span when `start <= t <= end` (its timestamp, seconds);
 - if removing the span would leave no frame, or the span removes none, there is nothing to verify
   and the reward is 0;
@@ -41,13 +42,14 @@ class EditedVideo:
     edit: str  # "drop_span" | "trim_start" | "trim_end"
 
 
-def drop_span(frames: Sequence[Any], times: Sequence[float], span: tuple[float, float]) -> EditedVideo:
-    """Remove every frame whose timestamp lies in the closed interval `span` (seconds)."""
+def drop_spans(frames: Sequence[Any], times: Sequence[float], spans: Sequence[tuple[float, float]]) -> EditedVideo:
+    """Remove every frame whose timestamp lies in one of the closed intervals `spans` (seconds)."""
     if len(frames) != len(times):
         raise ValueError(f"{len(frames)} frames but {len(times)} timestamps")
-    start, end = sorted((float(span[0]), float(span[1])))
-    removed = [i for i, t in enumerate(times) if start <= float(t) <= end]
-    kept = [i for i in range(len(frames)) if i not in set(removed)]
+    bounds = [tuple(sorted((float(a), float(b)))) for a, b in spans]
+    removed = [i for i, t in enumerate(times) if any(a <= float(t) <= b for a, b in bounds)]
+    gone = set(removed)
+    kept = [i for i in range(len(frames)) if i not in gone]
     return EditedVideo([frames[i] for i in kept], [float(times[i]) for i in kept], removed, "drop_span")
 
 
@@ -68,45 +70,37 @@ def trim_end(frames: Sequence[Any], times: Sequence[float], rng: random.Random, 
 
 @dataclass(frozen=True)
 class Verification:
-    """One completion's verification: what was edited, what the policy said then, the reward."""
+    """One completion's verification: which edit was made, how many frames went, the re-asked reply."""
 
-    reward: float
-    edit: str | None  # None: nothing to verify (unparseable answer, empty edit)
+    edit: str | None  # None: nothing to verify (no verdict, no span, or an edit that removes nothing / everything)
     removed: int
     reasked: str | None
 
 
-# (completion text, row) -> (is_abnormal or None when no judgement, predicted span in seconds or None)
-Judge = Callable[[str, dict], tuple[bool | None, tuple[float, float] | None]]
-# (first completion, re-asked completion, row) -> reward (Vad-R1: +0.5 / -0.2 / 0)
-PairReward = Callable[[str, str, dict], float]
-# (row, frames, times, completions to verify) -> re-asked completion texts, one per entry
+def judge(completion: str, row: dict) -> tuple[bool | None, list[tuple[float, float]]]:
+    """The completion's verdict (abnormal / normal / None) and its predicted spans in seconds.
+
+    Spans are read from `<when>` (Vad-R1; normalised [0, 1] spans are scaled by the row's duration)
+    or `<answer>` by the shared parser, so AVA trims what the reward parser would score."""
+    from vau_annotate.annotate.answers import answer_spans, predicts_abnormal
+
+    duration = row.get("duration")
+    return predicts_abnormal(completion), answer_spans(completion, float(duration) if duration else None)
+
+
+# (row, frames, times) -> the policy's reply on those frames
 Ask = Callable[[dict, list[Any], list[float]], str]
 
 
-def verify(
-    completion: str,
-    row: dict,
-    frames: Sequence[Any],
-    times: Sequence[float],
-    *,
-    judge: Judge,
-    pair_reward: PairReward,
-    ask: Ask,
-    rng: random.Random,
-    trim_fraction: float = 0.25,
-) -> Verification:
-    """Edit the video according to the completion's own answer, re-ask, and score the pair."""
-    abnormal, span = judge(completion, row)
-    if abnormal is None:
-        return Verification(0.0, None, 0, None)
-    if abnormal:
-        if span is None:
-            return Verification(0.0, None, 0, None)
-        edited = drop_span(frames, times, span)
-    else:
-        edited = trim_end(frames, times, rng, trim_fraction)
+def verify(completion: str, row: dict, frames: Sequence[Any], times: Sequence[float], *, ask: Ask, rng: random.Random, trim_fraction: float = 0.25) -> Verification:
+    """Edit the video according to the completion's own verdict and ask the policy again.
+
+    The reward for the (first, re-asked) pair is `rewards.anomaly_verification` (+0.5 / -0.2),
+    applied by `rewards.ava` to the row copy that carries `trimmed_completion`."""
+    abnormal, spans = judge(completion, row)
+    if abnormal is None or (abnormal and not spans):
+        return Verification(None, 0, None)
+    edited = drop_spans(frames, times, spans) if abnormal else trim_end(frames, times, rng, trim_fraction)
     if not edited.removed or not edited.frames:
-        return Verification(0.0, None, len(edited.removed), None)
-    reasked = ask(row, edited.frames, edited.times)
-    return Verification(float(pair_reward(completion, reasked, row)), edited.edit, len(edited.removed), reasked)
+        return Verification(None, len(edited.removed), None)
+    return Verification(edited.edit, len(edited.removed), ask(row, edited.frames, edited.times))

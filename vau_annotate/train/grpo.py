@@ -28,9 +28,9 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -48,8 +48,9 @@ class GRPOConfig:
 
     model: str
     dataset: str
-    dataset_config: str | list[str] = "grpo_qa"
+    dataset_config: list[str] = field(default_factory=lambda: ["grpo_qa"])
     split: str = "train"
+    videos_root: str | None = None  # for rows exported with --frames path
     output_dir: str = "outputs/grpo"
     # GRPO (DeepSeekMath Eq. 3; defaults of VAU-R1 / Video-R1)
     num_generations: int = 4
@@ -61,15 +62,13 @@ class GRPOConfig:
     epsilon_high: float | None = None
     scale_rewards: bool = True
     num_iterations: int = 1
-    rewards: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "accuracy": 1.0})
-    # AVA-GRPO (Vad-R1): re-ask on edited video, logged as reward component "ava"
-    ava: bool = False
-    ava_weight: float = 1.0
+    # reward names from train/rewards.py's registry and their weights; empty = each row's task
+    # defaults (rewards.DEFAULT_WEIGHTS). "ava" turns on AVA-GRPO's re-ask (Vad-R1).
+    rewards: list[str] = field(default_factory=list)
+    reward_weights: list[float] = field(default_factory=list)
     ava_trim_fraction: float = 0.25
     ava_max_new_tokens: int | None = None
-    # video (passed to train/data.py for rows exported with --frames path)
-    fps: float | None = None
-    nframes: int | None = None
+    # per-frame pixel budget of the prompt's video (None: the processor's own)
     max_pixels: int | None = None
     min_pixels: int | None = None
     # optimisation
@@ -100,16 +99,11 @@ class GRPOConfig:
     log_completions: bool = True
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> GRPOConfig:
-        """Build from a flat mapping; unknown keys are an error that names them (typos fail loudly)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown GRPO config key(s): {', '.join(unknown)}")
-        missing = [name for name in ("model", "dataset") if not values.get(name)]
-        if missing:
-            raise ValueError(f"GRPO config needs {', '.join(missing)}")
-        config = cls(**values)
+    def load(cls, name_or_file: str | Path | None = None, overrides: Sequence[str] | dict[str, Any] = ()) -> GRPOConfig:
+        """A shipped recipe by name or a YAML file, then `key=value` overrides (train/config.py)."""
+        from vau_annotate.train.config import load_recipe
+
+        config = load_recipe(cls, name_or_file, overrides)
         config.validate()
         return config
 
@@ -122,10 +116,19 @@ class GRPOConfig:
             raise ValueError("num_iterations, gradient_accumulation_steps and max_steps must be >= 1")
         if not 0.0 < self.ava_trim_fraction < 1.0:
             raise ValueError("ava_trim_fraction must be in (0, 1)")
+        if self.reward_weights and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.rewards)} rewards")
+        if self.rewards:
+            from vau_annotate.train.rewards import resolve
+
+            resolve(self.rewards)  # unknown names fail here, before any model loads
 
     @property
-    def config_names(self) -> list[str]:
-        return [self.dataset_config] if isinstance(self.dataset_config, str) else list(self.dataset_config)
+    def weights(self) -> dict[str, float] | None:
+        """Reward name → weight; None means each row's task defaults."""
+        if not self.rewards:
+            return None
+        return dict(zip(self.rewards, self.reward_weights or [1.0] * len(self.rewards)))
 
 
 # -- data order --------------------------------------------------------------------------------------
@@ -182,7 +185,7 @@ def trim_log(log_path: Path, last_step: int) -> None:
 class GRPORecipe:
     """Holds the model(s), optimizer, data and samplers; `train()` runs the steps."""
 
-    def __init__(self, config: GRPOConfig, *, reward_fn: Callable[[list[str], list[dict]], dict[str, list[float]]] | None = None) -> None:
+    def __init__(self, config: GRPOConfig) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -192,7 +195,6 @@ class GRPORecipe:
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.output_dir / "log.jsonl"
-        self.reward_fn = reward_fn or build_reward_fn(config)
         self.rows = load_rows(config)
         self._load_model()
         self.sampler = self._make_sampler()
@@ -248,16 +250,18 @@ class GRPORecipe:
     # -- prompts and rollouts ------------------------------------------------------------------------
     def encode(self, row: dict, frames: list[Any], times: list[float]) -> Prompt:
         """The row's prompt (messages without the assistant turn) with these frames, ready to generate."""
-        from vau_annotate.train.data import prompt_inputs
+        from vau_annotate.train.data import build_inputs, render, to_qwen_messages
 
-        inputs, text = prompt_inputs(self.processor, row["prompt"], frames, times, max_pixels=self.config.max_pixels, min_pixels=self.config.min_pixels)
-        inputs = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        return Prompt(inputs=inputs, text=text, frames=list(frames), times=list(times))
+        messages = to_qwen_messages(row["prompt"])
+        inputs = build_inputs(self.processor, messages, frames, times, add_generation_prompt=True, max_pixels=self.config.max_pixels, min_pixels=self.config.min_pixels, padding_side="left")
+        inputs = {k: v.to(self.accelerator.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        return Prompt(inputs=inputs, text=render(self.processor, messages, add_generation_prompt=True), frames=list(frames), times=list(times))
 
     def row_video(self, row: dict) -> tuple[list[Any], list[float]]:
+        """The row's frames and their times (embedded JPEGs, or decoded from `video` for path rows)."""
         from vau_annotate.train.data import row_frames
 
-        return row_frames(row, fps=self.config.fps, nframes=self.config.nframes)
+        return row_frames(row, self.config.videos_root)
 
     def rollout(self, prompts: Sequence[Prompt], n: int, settings: SamplingSettings) -> list[Group]:
         self.model.eval()
@@ -288,24 +292,30 @@ class GRPORecipe:
 
     # -- rewards -----------------------------------------------------------------------------------
     def score(self, groups: Sequence[Group], rows: Sequence[dict], videos: Sequence[tuple[list, list]]) -> tuple[torch.Tensor, dict[str, list[float]], list[str]]:
-        """Total reward per completion (group order) and each component's values."""
-        completions = [text for group in groups for text in group.texts]
-        flat_rows = [row for row, group in zip(rows, groups) for _ in group.texts]
-        components = {name: list(values) for name, values in self.reward_fn(completions, flat_rows).items()}
-        total = [sum(components[name][i] * weight for name, weight in self.config.rewards.items() if name in components) for i in range(len(completions))]
-        edits: list[str] = []
-        if self.config.ava:
-            from vau_annotate.train.rewards import ava_pair_reward, ava_judge
+        """Total reward per completion (group order), each component's values, and AVA's edits.
 
-            ava_values = []
-            for row, group, (frames, times) in zip(rows, groups, videos):
-                for text in group.texts:
-                    result = ava_mod.verify(text, row, frames, times, judge=ava_judge, pair_reward=ava_pair_reward, ask=self.ask, rng=self.rng, trim_fraction=self.config.ava_trim_fraction)
-                    ava_values.append(result.reward)
+        For every completion whose row weighs the `ava` reward, AVA-GRPO edits the video by the
+        completion's own verdict and re-asks the policy first; the reply rides along in a copy of
+        the row as `trimmed_completion`, which `rewards.ava` scores."""
+        from vau_annotate.train import rewards
+
+        weights = self.config.weights
+        completions: list[str] = []
+        scored_rows: list[dict] = []
+        edits: list[str] = []
+        for row, group, (frames, times) in zip(rows, groups, videos):
+            uses_ava = (weights if weights is not None else rewards.default_weights(str(row.get("task", "")))).get("ava", 0.0) != 0.0
+            for text in group.texts:
+                scored = dict(row)
+                if uses_ava:
+                    result = ava_mod.verify(text, row, frames, times, ask=self.ask, rng=self.rng, trim_fraction=self.config.ava_trim_fraction)
                     edits.append(result.edit or "none")
-            components["ava"] = ava_values
-            total = [t + self.config.ava_weight * a for t, a in zip(total, ava_values)]
-        return torch.tensor(total, dtype=torch.float32), components, edits
+                    if result.reasked is not None:
+                        scored["trimmed_completion"] = result.reasked
+                completions.append(text)
+                scored_rows.append(scored)
+        totals, components = rewards.combine(completions, scored_rows, weights)
+        return torch.tensor(totals, dtype=torch.float32), components, edits
 
     # -- the step ----------------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
@@ -406,7 +416,7 @@ class GRPORecipe:
             if self.accelerator.is_main_process:
                 with self.log_path.open("a") as log:
                     log.write(json.dumps(record) + "\n")
-            if config.save_steps and self.step % config.save_steps == 0 and self.step < config.max_steps:
+            if config.save_steps and self.step % config.save_steps == 0:
                 self.save_checkpoint()
         return self.save_final()
 
@@ -451,21 +461,14 @@ def load_rows(config: GRPOConfig) -> list[dict]:
     from datasets import load_dataset
 
     rows: list[dict] = []
-    for name in config.config_names:
+    for name in config.dataset_config:
         rows.extend(load_dataset(config.dataset, name, split=config.split))
     if not rows:
-        raise ValueError(f"{config.dataset} {config.config_names} split {config.split!r} has no rows")
+        raise ValueError(f"{config.dataset} {config.dataset_config} split {config.split!r} has no rows")
     bad = [row.get("id") for row in rows if "prompt" not in row or row.get("task") not in TASKS]
     if bad:
         raise ValueError(f"not GRPO rows (need `prompt` and `task` in {TASKS}): {bad[:5]}")
     return rows
-
-
-def build_reward_fn(config: GRPOConfig) -> Callable[[list[str], list[dict]], dict[str, list[float]]]:
-    """Per-component rewards from the rewards module's registry, for the configured names."""
-    from vau_annotate.train import rewards
-
-    return rewards.component_scores(list(config.rewards))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -1,0 +1,287 @@
+"""train grpo: the loop on the tiny model for every task, the video in the loss, the arithmetic,
+AVA's frame surgery, and resume. Datasets are written in the exported-row contract's shape."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from tests.train_fixtures import jpeg, write_export  # noqa: E402
+from vau_annotate.train import ava  # noqa: E402
+from vau_annotate.train.grpo import GRPOConfig, GRPORecipe, step_rows  # noqa: E402
+from vau_annotate.train.grpo_loss import ADVANTAGE_EPS, group_advantages, grpo_loss, k3_kl  # noqa: E402
+from vau_annotate.train.rollout import Prompt, loss_inputs, sequence_logprobs  # noqa: E402
+
+SYSTEM = "You are an expert in video anomaly analysis."
+QUESTIONS = {
+    "qa": ("What does the man do? A. walks B. runs C. falls D. fights", "B", ["walks", "runs", "falls", "fights"]),
+    "tag": ("When does the anomaly happen? Answer with [start, end] in seconds.", "", []),
+    "cls": ("Which anomaly class is shown?", "Robbery", []),
+    "p2c": ("Is there an anomaly in the video? Reason from perception to cognition.", "", []),
+    "reflect": ("Answer, reflect on your answer, then answer again. When does the anomaly happen?", "", []),
+}
+
+
+def grpo_row(task: str, index: int, frames: int = 4, fps: float = 2.0) -> dict:
+    """One `grpo_<task>` row as export writes it (CONTRACT.md), with embedded JPEG frames."""
+    question, answer, options = QUESTIONS[task]
+    abnormal = index % 2 == 0
+    return {
+        "id": f"v{index}#{task}",
+        "video_id": f"v{index}",
+        "source": "synthetic",
+        "frames": [{"bytes": jpeg(index * 100 + k), "path": None} for k in range(frames)],
+        "frame_times": [k / fps for k in range(frames)],
+        "sample_fps": fps,
+        "max_pixels": 28 * 28 * 16,
+        "prompt": [
+            {"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
+            {"role": "user", "content": [{"type": "video", "text": ""}, {"type": "text", "text": question}]},
+        ],
+        "task": task,
+        "answer": answer,
+        "options": options,
+        "span": [0.5, 1.0] if abnormal else None,
+        "duration": frames / fps,
+        "label": "abnormal" if abnormal else "normal",
+        "category": "Robbery" if abnormal else "Normal",
+        "when_source": "annotation" if abnormal else "none",
+        "span_known": abnormal,
+        "question": question,
+        "reflect_task": "tag" if task == "reflect" else "",
+    }
+
+
+def grpo_features():
+    from datasets import Features, Image, List, Value
+
+    part = {"type": Value("string"), "text": Value("string")}
+    return Features({
+        "id": Value("string"), "video_id": Value("string"), "source": Value("string"),
+        "frames": List(Image()), "frame_times": List(Value("float32")), "sample_fps": Value("float32"),
+        "max_pixels": Value("int32"), "prompt": List({"role": Value("string"), "content": List(part)}),
+        "task": Value("string"), "answer": Value("string"), "options": List(Value("string")),
+        "span": List(Value("float32")), "duration": Value("float32"), "label": Value("string"),
+        "category": Value("string"), "when_source": Value("string"), "span_known": Value("bool"),
+        "question": Value("string"), "reflect_task": Value("string"),
+    })
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("grpo-export")
+    out = {}
+    for task in QUESTIONS:
+        out[task] = write_export(root / task, f"grpo_{task}", {"train": [grpo_row(task, i) for i in range(4)]}, grpo_features())
+    return out
+
+
+def spread(completion: str, row: dict) -> float:
+    """A test-only reward that varies with the completion. The tiny model's weights are random, so
+    every paper reward is 0 for all its gibberish and the advantages (hence updates) would vanish."""
+    return (sum(map(ord, completion)) % 97) / 97.0
+
+
+@pytest.fixture(autouse=True)
+def spread_reward(monkeypatch):
+    from vau_annotate.train import rewards
+
+    monkeypatch.setitem(rewards.REWARDS, "spread", spread)
+
+
+def tiny_config(model: Path, dataset: Path, task: str, out: Path, **overrides) -> GRPOConfig:
+    from vau_annotate.train.rewards import default_weights
+
+    names = list(default_weights(task)) + ["spread"]
+    values = {"model": str(model), "dataset": str(dataset), "dataset_config": f"grpo_{task}", "output_dir": str(out), "rewards": names}
+    values.update(overrides)
+    return GRPOConfig.load("grpo_tiny", values)
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+# -- the loop, every task ---------------------------------------------------------------------------
+@pytest.mark.parametrize("task", list(QUESTIONS))
+def test_three_steps_train_and_log(task: str, tiny_model_dir: Path, exports, tmp_path: Path) -> None:
+    config = tiny_config(tiny_model_dir, exports[task], task, tmp_path / "run")
+    recipe = GRPORecipe(config)
+    before = {name: p.detach().clone() for name, p in recipe.unwrapped.named_parameters() if p.requires_grad}
+    final = recipe.train()
+
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [1, 2, 3]
+    for record in log:
+        assert math.isfinite(record["loss"]) and math.isfinite(record["kl"]) and record["kl"] >= 0
+        assert 0.0 <= record["clip_fraction"] <= 1.0
+        assert 1 <= record["completion_length_min"] <= record["completion_length"] <= record["completion_length_max"] <= 16
+        assert len(record["rows"]) == 2  # gradient_accumulation_steps prompts per step
+    components = set(log[0]["rewards"])
+    expected = {
+        "qa": {"format_vau_r1", "accuracy_choice"},
+        "tag": {"format_vau_r1", "iou"},
+        "cls": {"format_vau_r1", "accuracy_class"},
+        "p2c": {"format_p2c", "accuracy_which", "iou", "length_vad", "ava"},
+        "reflect": {"srvau_total"},
+    }[task]
+    assert components == expected | {"spread"}
+    assert log[0]["reward_std"] > 0
+    if task == "p2c":  # AVA ran: every completion got an edit decision
+        assert sum(log[0]["ava_edits"].values()) == 2 * 4
+    after = dict(recipe.unwrapped.named_parameters())
+    changed = [name for name, value in before.items() if not torch.equal(value, after[name].detach())]
+    assert len(changed) > len(before) // 2, "most trainable tensors should move in 3 steps"
+    assert (final / "model.safetensors").exists() and (final / "config.json").exists()
+    assert log[1]["kl"] > 0  # after one update the policy has left the reference
+
+
+# -- the video reaches the loss ---------------------------------------------------------------------
+def test_completion_logprobs_in_the_loss_pass_depend_on_the_frames(tiny_model_dir: Path, exports, tmp_path: Path) -> None:
+    """Same prompt text, same completion tokens, different frames: the loss-pass log-probs differ.
+
+    TRL's GRPOTrainer would give identical numbers here (its loss forward gets no video tensors)."""
+    recipe = GRPORecipe(tiny_config(tiny_model_dir, exports["qa"], "qa", tmp_path / "run"))
+    row = recipe.rows[0]
+    frames, times = recipe.row_video(row)
+    other = [__import__("PIL.Image").Image.open(__import__("io").BytesIO(jpeg(9000 + k))).convert("RGB") for k in range(len(frames))]
+    prompt_a, prompt_b = recipe.encode(row, frames, times), recipe.encode(row, other, times)
+    assert torch.equal(prompt_a.inputs["input_ids"], prompt_b.inputs["input_ids"])
+    completion = torch.tensor([recipe.tokenizer("<think>a man runs</think><answer>B</answer>").input_ids] * 2)
+    mask = torch.ones_like(completion, dtype=torch.float32)
+    inputs = loss_inputs(prompt_a, completion, mask)
+    for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids"):
+        assert key in inputs, key
+    assert inputs["video_grid_thw"].shape[0] == 2  # one video per completion
+    assert inputs["mm_token_type_ids"].shape == inputs["input_ids"].shape
+    recipe.model.train()
+    logp_a = sequence_logprobs(recipe.model, prompt_a, completion, mask)
+    logp_b = sequence_logprobs(recipe.model, prompt_b, completion, mask)
+    assert logp_a.requires_grad  # the pass the loss backpropagates through
+    assert (logp_a - logp_b).abs().max().item() > 1e-3
+    # and the tiled copies see the same video: both completions score alike
+    assert torch.allclose(logp_a[0], logp_a[1], atol=1e-5)
+
+
+# -- arithmetic against hand-computed numbers -------------------------------------------------------
+def test_group_advantages_by_hand() -> None:
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+    std = math.sqrt((4 * 0.25) / 3)  # unbiased std of [1, 0, 0, 1] = 0.57735
+    expected = [x / (std + ADVANTAGE_EPS) for x in (0.5, -0.5, -0.5, 0.5)] + [0.0] * 4
+    assert group_advantages(rewards, 4).tolist() == pytest.approx(expected, abs=1e-6)
+    assert group_advantages(rewards, 4, scale_std=False).tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0])
+    with pytest.raises(ValueError):
+        group_advantages(torch.ones(6), 4)
+
+
+def test_kl_and_clipped_loss_by_hand() -> None:
+    # k3 with policy p = 0.5, reference q = 0.25: q/p - log(q/p) - 1 = 0.5 + ln 2 - 1
+    assert k3_kl(torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])).item() == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)
+    assert k3_kl(torch.tensor([-1.3]), torch.tensor([-1.3])).item() == pytest.approx(0.0)
+
+    # two completions, three token slots; the second has one padded slot
+    logp = torch.tensor([[math.log(0.6), math.log(0.3), math.log(0.5)], [math.log(0.9), math.log(0.2), 0.0]], requires_grad=True)
+    old = torch.tensor([[math.log(0.4), math.log(0.3), math.log(0.5)], [math.log(0.5), math.log(0.4), 0.0]])
+    ref = torch.tensor([[math.log(0.3), math.log(0.3), math.log(0.25)], [math.log(0.9), math.log(0.1), 0.0]])
+    adv = torch.tensor([1.0, -2.0])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    eps, beta = 0.2, 0.04
+    by_hand, clipped = 0.0, 0
+    for i in range(2):
+        for t in range(3):
+            if not mask[i, t]:
+                continue
+            ratio = math.exp(logp[i, t].item() - old[i, t].item())
+            a = adv[i].item()
+            term = min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a)
+            q_over_p = math.exp(ref[i, t].item() - logp[i, t].item())
+            by_hand += -term + beta * (q_over_p - math.log(q_over_p) - 1)
+            clipped += (ratio > 1 + eps and a > 0) or (ratio < 1 - eps and a < 0)
+    by_hand /= 5  # token mean over the 5 real tokens
+    parts = grpo_loss(logp, old, ref, adv, mask, epsilon=eps, beta=beta)
+    assert parts.loss.item() == pytest.approx(by_hand, abs=1e-6)
+    assert parts.tokens == 5 and parts.clipped_tokens == clipped == 2  # ratio 1.5 (A>0) and 0.5555 (A<0)
+    # accumulation: two halves normalised by the step's 5 tokens add up to the whole
+    half_a = grpo_loss(logp[:1], old[:1], ref[:1], adv[:1], mask[:1], epsilon=eps, beta=beta, normaliser=5)
+    half_b = grpo_loss(logp[1:], old[1:], ref[1:], adv[1:], mask[1:], epsilon=eps, beta=beta, normaliser=5)
+    assert (half_a.loss + half_b.loss).item() == pytest.approx(by_hand, abs=1e-6)
+    # a clipped token passes no policy gradient, only the KL's
+    parts.loss.backward()
+    kl_grad_only = beta * (1 - math.exp(ref[0, 0].item() - logp[0, 0].item())) / 5
+    assert logp.grad[0, 0].item() == pytest.approx(kl_grad_only, abs=1e-6)
+    assert logp.grad[1, 2].item() == 0.0  # padding
+
+
+# -- AVA frame surgery -------------------------------------------------------------------------------
+def test_ava_drops_exactly_the_predicted_span() -> None:
+    frames = [f"f{i}" for i in range(10)]
+    times = [i * 0.5 for i in range(10)]  # 0.0 .. 4.5 s
+    row = {"duration": 5.0, "task": "p2c"}
+    completion = "<think>A man grabs a bag.</think><answer><which>Robbery</which><when>[1.0, 2.0]</when></answer>"
+    asked: list[tuple[list, list]] = []
+
+    def ask(row, kept_frames, kept_times):
+        asked.append((kept_frames, kept_times))
+        return "<answer><which>Normal</which></answer>"
+
+    result = ava.verify(completion, row, frames, times, ask=ask, rng=random.Random(0))
+    assert result.edit == "drop_span" and result.removed == 3
+    assert asked == [(["f0", "f1", "f5", "f6", "f7", "f8", "f9"], [0.0, 0.5, 2.5, 3.0, 3.5, 4.0, 4.5])]
+    # a normalised Vad-R1 span is scaled by the duration: [0.2, 0.4] of 5 s = [1.0, 2.0]
+    asked.clear()
+    ava.verify(completion.replace("[1.0, 2.0]", "[0.2, 0.4]"), row, frames, times, ask=ask, rng=random.Random(0))
+    assert asked[0][1] == [0.0, 0.5, 2.5, 3.0, 3.5, 4.0, 4.5]
+    # a span covering every frame leaves nothing to show: no re-ask
+    asked.clear()
+    assert ava.verify(completion.replace("[1.0, 2.0]", "[0.0, 5.0]"), row, frames, times, ask=ask, rng=random.Random(0)).edit is None
+    assert asked == []
+
+
+def test_ava_trims_start_or_end_for_a_normal_answer() -> None:
+    frames, times = list(range(8)), [float(i) for i in range(8)]
+    sides = set()
+    for seed in range(20):
+        edited = ava.trim_end(frames, times, random.Random(seed), 0.25)
+        assert len(edited.removed) == 2
+        assert edited.frames == ([2, 3, 4, 5, 6, 7] if edited.edit == "trim_start" else [0, 1, 2, 3, 4, 5])
+        sides.add(edited.edit)
+    assert sides == {"trim_start", "trim_end"}
+    normal = "<think>People walk.</think><answer><which>Normal</which></answer>"
+    result = ava.verify(normal, {"duration": 8.0}, frames, times, ask=lambda r, f, t: "<answer><which>Fighting</which></answer>", rng=random.Random(1))
+    assert result.edit in ("trim_start", "trim_end") and result.removed == 2
+    from vau_annotate.train.rewards import ava as ava_reward
+
+    assert ava_reward(normal, {"trimmed_completion": result.reasked}) == pytest.approx(-0.2)
+
+
+# -- resume -------------------------------------------------------------------------------------------
+def test_step_rows_is_a_pure_function_of_the_step() -> None:
+    first = [step_rows(s, 5, 2, 1, 0, seed=3) for s in range(5)]
+    flat = [i for rows in first for i in rows]
+    assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5))  # epochs are permutations
+    assert flat[:5] != flat[5:10]  # reshuffled per epoch
+    # two processes split each global batch without overlap
+    assert sorted(step_rows(1, 8, 2, 2, 0, 0) + step_rows(1, 8, 2, 2, 1, 0)) == sorted(step_rows(1, 8, 4, 1, 0, 0))
+
+
+def test_resume_continues_step_count_and_data_order(tiny_model_dir: Path, exports, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    GRPORecipe(tiny_config(tiny_model_dir, exports["qa"], "qa", straight, max_steps=3)).train()
+    resumed = tmp_path / "resumed"
+    GRPORecipe(tiny_config(tiny_model_dir, exports["qa"], "qa", resumed, max_steps=2, save_steps=2)).train()
+    assert (resumed / "checkpoint-2" / "trainer_state.json").exists()
+    GRPORecipe(tiny_config(tiny_model_dir, exports["qa"], "qa", resumed, max_steps=3, save_steps=2, resume=True)).train()
+
+    a, b = read_log(straight), read_log(resumed)
+    assert [r["step"] for r in b] == [1, 2, 3]
+    assert [r["rows"] for r in b] == [r["rows"] for r in a]
+    # the same weights, optimizer state and sampling RNG: step 3 samples and scores the same
+    assert b[2]["sample"] == a[2]["sample"]
+    assert b[2]["loss"] == pytest.approx(a[2]["loss"], abs=1e-5)
