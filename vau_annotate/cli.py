@@ -411,6 +411,11 @@ def demo(
     raise typer.Exit(code=result.exit_code)
 
 
+from vau_annotate.train.cli import train_app  # noqa: E402
+
+app.add_typer(train_app, name="train")
+
+
 def main() -> None:
     app()
 

@@ -150,7 +150,9 @@ def load_recipe(cls: type[T], name_or_file: str | Path | None = None, overrides:
     source = resolve_config(name_or_file) if name_or_file else None
     if source is not None:
         values.update(read_yaml(source))
-    values.update(overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    from_file = set(values)
+    cli = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    values.update(cli)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
@@ -159,7 +161,7 @@ def load_recipe(cls: type[T], name_or_file: str | Path | None = None, overrides:
         for key in unknown:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hints_text.append(f"{key} (did you mean {close[0]}?)" if close else key)
-        where = f" in {source}" if source else ""
+        where = f" in {source}" if source and set(unknown) <= from_file - set(cli) else ""
         raise RecipeError(f"unknown recipe key{'s' if len(unknown) > 1 else ''}{where}: {', '.join(hints_text)}")
     typed = {key: coerce(key, value, hints[key]) for key, value in values.items()}
     missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in typed]  # type: ignore[arg-type]
