@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.train_fixtures import jpeg, write_export  # noqa: E402
+from media import random_jpeg as jpeg  # noqa: E402
+from train_fixtures import write_export  # noqa: E402
 from vau_annotate.train import ava  # noqa: E402
 from vau_annotate.train.grpo import GRPOConfig, GRPORecipe, step_rows  # noqa: E402
 from vau_annotate.train.grpo_loss import ADVANTAGE_EPS, group_advantages, grpo_loss, k3_kl  # noqa: E402
@@ -285,3 +286,28 @@ def test_resume_continues_step_count_and_data_order(tiny_model_dir: Path, export
     # the same weights, optimizer state and sampling RNG: step 3 samples and scores the same
     assert b[2]["sample"] == a[2]["sample"]
     assert b[2]["loss"] == pytest.approx(a[2]["loss"], abs=1e-5)
+
+
+# -- the command ---------------------------------------------------------------------------------------
+def test_cli_trains_rejects_unreadable_rows_and_says_partial(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    rows = [grpo_row("qa", i) for i in range(4)]
+    rows[1]["frames"], rows[1]["frame_times"] = [], []  # a row whose video cannot be shown
+    dataset = write_export(tmp_path / "export", "grpo_qa", {"train": rows}, grpo_features())
+    out = tmp_path / "run"
+    args = ["train", "grpo", "--config", "grpo_tiny", f"model={tiny_model_dir}", f"dataset={dataset}", f"output_dir={out}", "max_steps=2", "rewards=format_vau_r1,accuracy_choice"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rejects] == ["v1#qa"] and "no frames" in rejects[0]["reason"]
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2] and sum(r["rejected"] for r in log) == 1
+    assert "trained 2 GRPO steps" in result.output
+
+    bad = CliRunner().invoke(app, ["train", "grpo", "--config", "grpo_tiny", f"model={tiny_model_dir}", f"dataset={dataset}", "rewards=no_such_reward"])
+    assert bad.exit_code == 2 and "no_such_reward" in bad.output
+    typo = CliRunner().invoke(app, ["train", "grpo", "--config", "grpo_tiny", f"model={tiny_model_dir}", f"dataset={dataset}", "num_generation=8"])
+    assert typo.exit_code == 2 and "num_generations" in typo.output

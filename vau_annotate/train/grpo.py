@@ -200,6 +200,7 @@ class GRPORecipe:
         self.sampler = self._make_sampler()
         self.rng = random.Random(config.seed + 7919 * self.accelerator.process_index)
         self.step = 0
+        self.rejected = 0
 
     # -- setup -------------------------------------------------------------------------------------
     def _load_model(self) -> None:
@@ -212,6 +213,7 @@ class GRPORecipe:
         model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
         self.eos_ids = _eos_ids(model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.suppress_ids = vision_token_ids(model.config)
         if config.freeze_vision:
             for name, param in model.named_parameters():
                 if ".visual." in f".{name}":
@@ -240,8 +242,8 @@ class GRPORecipe:
 
     def _make_sampler(self) -> HFSampler | VLLMSampler:
         if self.config.rollout == "vllm":
-            return VLLMSampler(self.config.model, gpu_memory_utilization=self.config.vllm_gpu_memory_utilization, max_model_len=self.config.vllm_max_model_len, seed=self.config.seed, dtype="bfloat16" if self.config.bf16 else "auto")
-        return HFSampler(self.eos_ids, self.pad_id)
+            return VLLMSampler(self.config.model, suppress_ids=self.suppress_ids, gpu_memory_utilization=self.config.vllm_gpu_memory_utilization, max_model_len=self.config.vllm_max_model_len, seed=self.config.seed, dtype="bfloat16" if self.config.bf16 else "auto")
+        return HFSampler(self.eos_ids, self.pad_id, self.suppress_ids)
 
     @property
     def unwrapped(self) -> Any:
@@ -262,6 +264,28 @@ class GRPORecipe:
         from vau_annotate.train.data import row_frames
 
         return row_frames(row, self.config.videos_root)
+
+    def prepare_rows(self, rows: list[dict]) -> tuple[list[dict], list[tuple[list, list]], list[Prompt]]:
+        """Frames and encoded prompts of the step's rows. A row that cannot become model inputs (a
+        missing video file, no frames) is skipped and recorded in `rejects.jsonl` with the reason;
+        the run then ends with status "partial"."""
+        from vau_annotate.train.data import RowError
+
+        kept_rows, videos, prompts = [], [], []
+        for row in rows:
+            try:
+                frames, times = self.row_video(row)
+                prompts.append(self.encode(row, frames, times))
+            except RowError as exc:
+                self.rejected += 1
+                with (self.output_dir / "rejects.jsonl").open("a") as rejects:
+                    rejects.write(json.dumps({"step": self.step + 1, "id": row.get("id"), "reason": str(exc)}) + "\n")
+                continue
+            kept_rows.append(row)
+            videos.append((frames, times))
+        if not kept_rows:
+            raise ValueError(f"step {self.step + 1}: none of its rows could be read (see {self.output_dir / 'rejects.jsonl'})")
+        return kept_rows, videos, prompts
 
     def rollout(self, prompts: Sequence[Prompt], n: int, settings: SamplingSettings) -> list[Group]:
         self.model.eval()
@@ -287,7 +311,7 @@ class GRPORecipe:
         settings = SamplingSettings(max_new_tokens=self.config.ava_max_new_tokens or self.config.max_new_tokens, temperature=0.0)
         prompt = self.encode(row, frames, times)
         with self._generation_model() as model:
-            tokens = HFSampler(self.eos_ids, self.pad_id).sample(model, [prompt], 1, settings)[0][0]
+            tokens = HFSampler(self.eos_ids, self.pad_id, self.suppress_ids).sample(model, [prompt], 1, settings)[0][0]
         return self.tokenizer.decode([t for t in tokens if t not in self.eos_ids], skip_special_tokens=True)
 
     # -- rewards -----------------------------------------------------------------------------------
@@ -323,9 +347,7 @@ class GRPORecipe:
         started = time.perf_counter()
         accelerator = self.accelerator
         indices = step_rows(self.step, len(self.rows), config.gradient_accumulation_steps, accelerator.num_processes, accelerator.process_index, config.seed)
-        rows = [self.rows[i] for i in indices]
-        videos = [self.row_video(row) for row in rows]
-        prompts = [self.encode(row, frames, times) for row, (frames, times) in zip(rows, videos)]
+        rows, videos, prompts = self.prepare_rows([self.rows[i] for i in indices])
         settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
         groups = self.rollout(prompts, config.num_generations, settings)
         rollout_s = time.perf_counter() - started
@@ -384,12 +406,13 @@ class GRPORecipe:
             "rollout": self.sampler.name,
             "rollout_s": rollout_s,
             "step_s": time.perf_counter() - started,
-            "rows": [str(row.get("id", i)) for row, i in zip(rows, indices)],
+            "rows": [str(self.rows[i].get("id", i)) for i in indices],
+            "rejected": len(indices) - len(rows),
         }
         if edits:
             record["ava_edits"] = {edit: edits.count(edit) for edit in sorted(set(edits))}
         if config.log_completions:
-            record["sample"] = {"row": record["rows"][0], "completion": groups[0].texts[0], "reward": float(rewards[0])}
+            record["sample"] = {"row": str(rows[0].get("id")), "completion": groups[0].texts[0], "reward": float(rewards[0])}
         return record
 
     @torch.no_grad()
@@ -480,6 +503,12 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     if isinstance(im_end, int) and im_end >= 0:
         found.add(im_end)
     return found
+
+
+def vision_token_ids(model_config: Any) -> list[int]:
+    """Ids of the image / video placeholders and vision delimiters: never valid in a completion."""
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return sorted({int(getattr(model_config, name)) for name in names if getattr(model_config, name, None) is not None})
 
 
 def _ended(ids: torch.Tensor, mask: torch.Tensor, eos_ids: set[int]) -> bool:

@@ -7,6 +7,9 @@ video tensors tiled G times (as Video-R1's fork does), plus `mm_token_type_ids` 
 completion (without it Qwen2.5-VL silently falls back to 1-D RoPE) and `second_per_grid_ts`, the
 time step of its temporal M-RoPE.
 
+Both samplers forbid the vision placeholder tokens (`<|video_pad|>`, `<|vision_start|>`, …) in
+completions: one sampled by chance would make the loss pass expect a video that is not there.
+
 Two samplers share one interface (`sample(prompts, n) -> list[list[list[int]]]`):
 - `HFSampler`: `model.generate(num_return_sequences=G)`; transformers encodes the video once and
   expands the encoder output to the G sequences.
@@ -127,8 +130,8 @@ class HFSampler:
 
     name = "generate"
 
-    def __init__(self, eos_ids: set[int], pad_id: int) -> None:
-        self.eos_ids, self.pad_id = eos_ids, pad_id
+    def __init__(self, eos_ids: set[int], pad_id: int, suppress_ids: Sequence[int] = ()) -> None:
+        self.eos_ids, self.pad_id, self.suppress_ids = eos_ids, pad_id, list(suppress_ids)
 
     @torch.no_grad()
     def sample(self, model: Any, prompts: Sequence[Prompt], n: int, settings: SamplingSettings) -> list[list[list[int]]]:
@@ -136,6 +139,8 @@ class HFSampler:
         out: list[list[list[int]]] = []
         for prompt in prompts:
             kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": self.pad_id, "eos_token_id": sorted(self.eos_ids), "num_return_sequences": n}
+            if self.suppress_ids:
+                kwargs["suppress_tokens"] = self.suppress_ids
             if settings.temperature > 0:
                 kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
             else:
@@ -160,7 +165,7 @@ class VLLMSampler:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, *, gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, seed: int = 0, dtype: str = "auto") -> None:
+    def __init__(self, model_path: str, *, suppress_ids: Sequence[int] = (), gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, seed: int = 0, dtype: str = "auto") -> None:
         try:
             from vllm import LLM
         except ImportError:
@@ -176,6 +181,7 @@ class VLLMSampler:
         if max_model_len is not None:
             options["max_model_len"] = max_model_len
         self.llm = LLM(**options)
+        self.suppress_ids = list(suppress_ids)
 
     def sample(self, model: Any, prompts: Sequence[Prompt], n: int, settings: SamplingSettings) -> list[list[list[int]]]:
         import numpy as np
@@ -185,7 +191,7 @@ class VLLMSampler:
         for prompt in prompts:
             video = np.stack([np.asarray(frame.convert("RGB")) for frame in prompt.frames])
             requests.append({"prompt": prompt.text, "multi_modal_data": {"video": [(video, frames_metadata(prompt.times))]}})
-        params = SamplingParams(n=n, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens)
+        params = SamplingParams(n=n, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens, logit_bias={i: -100.0 for i in self.suppress_ids} or None)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [[list(choice.token_ids) for choice in output.outputs] for output in outputs]
 
