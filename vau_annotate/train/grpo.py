@@ -57,6 +57,7 @@ class GRPOConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256
+    min_new_tokens: int = 0  # >0 forbids ending earlier (benchmarks compare equal-length rollouts)
     beta: float = 0.04
     epsilon: float = 0.2
     epsilon_high: float | None = None
@@ -348,7 +349,7 @@ class GRPORecipe:
         accelerator = self.accelerator
         indices = step_rows(self.step, len(self.rows), config.gradient_accumulation_steps, accelerator.num_processes, accelerator.process_index, config.seed)
         rows, videos, prompts = self.prepare_rows([self.rows[i] for i in indices])
-        settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p)
+        settings = SamplingSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p, min_new_tokens=config.min_new_tokens)
         groups = self.rollout(prompts, config.num_generations, settings)
         rollout_s = time.perf_counter() - started
 

@@ -123,6 +123,7 @@ class SamplingSettings:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    min_new_tokens: int = 0
 
 
 class HFSampler:
@@ -141,6 +142,8 @@ class HFSampler:
             kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": self.pad_id, "eos_token_id": sorted(self.eos_ids), "num_return_sequences": n}
             if self.suppress_ids:
                 kwargs["suppress_tokens"] = self.suppress_ids
+            if settings.min_new_tokens:
+                kwargs["min_new_tokens"] = settings.min_new_tokens
             if settings.temperature > 0:
                 kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=0)
             else:
@@ -191,7 +194,7 @@ class VLLMSampler:
         for prompt in prompts:
             video = np.stack([np.asarray(frame.convert("RGB")) for frame in prompt.frames])
             requests.append({"prompt": prompt.text, "multi_modal_data": {"video": [(video, frames_metadata(prompt.times))]}})
-        params = SamplingParams(n=n, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens, logit_bias={i: -100.0 for i in self.suppress_ids} or None)
+        params = SamplingParams(n=n, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens, min_tokens=settings.min_new_tokens, logit_bias={i: -100.0 for i in self.suppress_ids} or None)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [[list(choice.token_ids) for choice in output.outputs] for output in outputs]
 
