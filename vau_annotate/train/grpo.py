@@ -272,20 +272,21 @@ class GRPORecipe:
         the run then ends with status "partial"."""
         from vau_annotate.train.data import RowError
 
-        kept_rows, videos, prompts = [], [], []
+        kept_rows, videos, prompts, reasons = [], [], [], []
         for row in rows:
             try:
                 frames, times = self.row_video(row)
                 prompts.append(self.encode(row, frames, times))
             except RowError as exc:
                 self.rejected += 1
+                reasons.append(f"{row.get('id')}: {exc}")
                 with (self.output_dir / "rejects.jsonl").open("a") as rejects:
                     rejects.write(json.dumps({"step": self.step + 1, "id": row.get("id"), "reason": str(exc)}) + "\n")
                 continue
             kept_rows.append(row)
             videos.append((frames, times))
         if not kept_rows:
-            raise ValueError(f"step {self.step + 1}: none of its rows could be read (see {self.output_dir / 'rejects.jsonl'})")
+            raise ValueError(f"step {self.step + 1}: none of its rows could be read ({'; '.join(reasons)})")
         return kept_rows, videos, prompts
 
     def rollout(self, prompts: Sequence[Prompt], n: int, settings: SamplingSettings) -> list[Group]:
