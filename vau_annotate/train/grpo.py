@@ -197,6 +197,7 @@ class GRPORecipe:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.output_dir / "log.jsonl"
         self.rows = load_rows(config)
+        self.row_ids = [str(x) for x in self.rows["id"]] if "id" in self.rows.column_names else [str(i) for i in range(len(self.rows))]
         self._load_model()
         self.sampler = self._make_sampler()
         self.rng = random.Random(config.seed + 7919 * self.accelerator.process_index)
@@ -220,8 +221,8 @@ class GRPORecipe:
                 if ".visual." in f".{name}":
                     param.requires_grad_(False)
         if config.gradient_checkpointing:
+            # only the loss passes (train mode, use_cache=False) checkpoint; generation keeps its KV cache
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
         self.ref_model = None
         if config.lora:
             from peft import LoraConfig, get_peft_model
@@ -408,7 +409,7 @@ class GRPORecipe:
             "rollout": self.sampler.name,
             "rollout_s": rollout_s,
             "step_s": time.perf_counter() - started,
-            "rows": [str(self.rows[i].get("id", i)) for i in indices],
+            "rows": [self.row_ids[i] for i in indices],
             "rejected": len(indices) - len(rows),
         }
         if edits:
@@ -481,18 +482,26 @@ class GRPORecipe:
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def load_rows(config: GRPOConfig) -> list[dict]:
-    """The exported GRPO rows of every configured dataset config, in a fixed order."""
-    from datasets import load_dataset
+def load_rows(config: GRPOConfig) -> Any:
+    """The exported GRPO rows of every configured dataset config, in a fixed order (a `datasets`
+    table: rows are read, frames decoded, only when a step uses them)."""
+    from datasets import concatenate_datasets, load_dataset
 
-    rows: list[dict] = []
-    for name in config.dataset_config:
-        rows.extend(load_dataset(config.dataset, name, split=config.split))
-    if not rows:
+    # A local export is re-read into a cache inside the run's folder, not datasets' shared cache:
+    # two exports in folders of the same name (`out/export`, `/tmp/x/export`) were seen here to
+    # load each other's cached rows.
+    local = Path(config.dataset).exists()
+    options: dict[str, Any] = {"download_mode": "force_redownload", "cache_dir": str(Path(config.output_dir) / "cache")} if local else {}
+    parts = [load_dataset(config.dataset, name, split=config.split, **options) for name in config.dataset_config]
+    rows = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    if len(rows) == 0:
         raise ValueError(f"{config.dataset} {config.dataset_config} split {config.split!r} has no rows")
-    bad = [row.get("id") for row in rows if "prompt" not in row or row.get("task") not in TASKS]
+    missing = [column for column in ("prompt", "task") if column not in rows.column_names]
+    if missing:
+        raise ValueError(f"{config.dataset} {config.dataset_config} are not GRPO rows: no {', '.join(missing)} column")
+    bad = sorted(set(rows["task"]) - set(TASKS))
     if bad:
-        raise ValueError(f"not GRPO rows (need `prompt` and `task` in {TASKS}): {bad[:5]}")
+        raise ValueError(f"unknown task(s) {bad} in {config.dataset}; known: {', '.join(TASKS)}")
     return rows
 
 
