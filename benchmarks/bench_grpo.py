@@ -97,7 +97,7 @@ def time_trl(model: Path, dataset: Path, out: Path, steps: int, tokens: int) -> 
     from vau_annotate.train.data import row_frames
     from vau_annotate.train.rewards import format_vau_r1
 
-    rows = load_dataset(str(dataset), "grpo_qa", split="train")
+    rows = load_dataset(str(dataset), "grpo_qa", split="train", download_mode="force_redownload", cache_dir=str(out / "cache"))
     trl_rows = [{
         "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}],
         "images": row_frames(row)[0],
@@ -140,8 +140,11 @@ def cpu_benchmark(args: argparse.Namespace) -> int:
         root = Path(tmp)
         model = build_tiny_model(root / "tiny")
         dataset = write_rows(root / "export", rows=max(4, args.steps), frames=args.frames)
-        ours = median_after_warmup(time_ours(model, dataset, root / "ours", args.steps, args.tokens))
-        trl = median_after_warmup(time_trl(model, dataset, root / "trl", args.steps, args.tokens))
+        ours_times = time_ours(model, dataset, root / "ours", args.steps, args.tokens)
+        print("ours, s per step:", " ".join(f"{t:.3f}" for t in ours_times), flush=True)
+        trl_times = time_trl(model, dataset, root / "trl", args.steps, args.tokens)
+        print("TRL, s per step: ", " ".join(f"{t:.3f}" for t in trl_times), flush=True)
+        ours, trl = median_after_warmup(ours_times), median_after_warmup(trl_times)
     print(f"GRPO step, tiny Qwen2.5-VL, 1 prompt x G=4, {args.tokens} tokens, {args.frames} frames (median of {args.steps - 1} after warm-up)")
     print(f"  ours (video tensors in the loss)   {ours:8.3f} s/step")
     print(f"  TRL GRPOTrainer (frames as images) {trl:8.3f} s/step")
