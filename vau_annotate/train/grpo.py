@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from accelerate.utils import DistributedType
 
 from vau_annotate.train import ava as ava_mod
 from vau_annotate.train.grpo_loss import LossParts, group_advantages, grpo_loss
@@ -191,7 +192,7 @@ class GRPORecipe:
         from accelerate.utils import set_seed
 
         self.config = config
-        self.accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no")
+        self.accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no", gradient_accumulation_steps=config.gradient_accumulation_steps)
         set_seed(config.seed, device_specific=True)
         self.output_dir = Path(config.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +241,11 @@ class GRPORecipe:
             raise ValueError("nothing to train: every parameter is frozen")
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps * config.num_iterations)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # The scheduler stays ours (accelerate's wrapper steps it once per process, which would run a
+        # multi-GPU schedule num_processes times too fast); it is registered so checkpoints carry it.
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler
+        self.accelerator.register_for_checkpointing(self.scheduler)
 
     def _make_sampler(self) -> HFSampler | VLLMSampler:
         if self.config.rollout == "vllm":
@@ -366,20 +371,29 @@ class GRPORecipe:
         tokens = sum(float(g.mask.sum().item()) for g in groups)
         totals = {"loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0, "tokens": 0.0}
         grad_norm = None
+        # One optimizer step per iteration over the step's groups, accumulated with accelerate's own
+        # mechanism so DDP skips the all-reduce and DeepSpeed steps only at the boundary (the last
+        # group). accelerate divides each backward by the accumulation count (DeepSpeed by its
+        # configured one); our loss is already each group's share of the step's token mean, so it
+        # is multiplied back.
+        accelerator.gradient_accumulation_steps = len(groups)
+        scale = float(config.gradient_accumulation_steps if accelerator.distributed_type == DistributedType.DEEPSPEED else len(groups))
         for _ in range(config.num_iterations):
+            accelerator.step = 0
             for index, group in enumerate(groups):
                 adv = advantages[index * config.num_generations : (index + 1) * config.num_generations]
-                sync = index == len(groups) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(self.model):
+                with accelerator.accumulate(self.model):
                     logp = sequence_logprobs(self.model, group.prompt, group.completion_ids, group.mask)
                     old = old_logps[index] if old_logps is not None else logp.detach()
                     parts: LossParts = grpo_loss(logp, old, ref_logps[index], adv, group.mask, epsilon=config.epsilon, epsilon_high=config.epsilon_high, beta=config.beta, normaliser=tokens)
-                    accelerator.backward(parts.loss)
+                    accelerator.backward(parts.loss * scale)
                 totals["loss"] += float(parts.loss.item())
                 totals["kl"] += parts.kl_sum
                 totals["clipped"] += parts.clipped_tokens
                 totals["ratio"] += parts.ratio_sum
                 totals["tokens"] += parts.tokens
+            if not accelerator.sync_gradients:
+                raise RuntimeError("gradient accumulation boundary missed: no optimizer step would be taken")
             if config.max_grad_norm and config.max_grad_norm > 0:
                 grad_norm = float(accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm))
             self.optimizer.step()
