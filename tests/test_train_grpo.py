@@ -113,7 +113,9 @@ def read_log(out: Path) -> list[dict]:
 # -- the loop, every task ---------------------------------------------------------------------------
 @pytest.mark.parametrize("task", list(QUESTIONS))
 def test_three_steps_train_and_log(task: str, tiny_model_dir: Path, exports, tmp_path: Path) -> None:
-    config = tiny_config(tiny_model_dir, exports[task], task, tmp_path / "run")
+    # reflect trains LoRA like the SRVAU-R1 recipe (reference = adapter disabled); p2c checkpoints activations
+    extra = {"reflect": {"lora": True, "lora_r": 8, "lora_alpha": 16}, "p2c": {"gradient_checkpointing": True}}.get(task, {})
+    config = tiny_config(tiny_model_dir, exports[task], task, tmp_path / "run", **extra)
     recipe = GRPORecipe(config)
     before = {name: p.detach().clone() for name, p in recipe.unwrapped.named_parameters() if p.requires_grad}
     final = recipe.train()
@@ -140,7 +142,10 @@ def test_three_steps_train_and_log(task: str, tiny_model_dir: Path, exports, tmp
     after = dict(recipe.unwrapped.named_parameters())
     changed = [name for name, value in before.items() if not torch.equal(value, after[name].detach())]
     assert len(changed) > len(before) // 2, "most trainable tensors should move in 3 steps"
-    assert (final / "model.safetensors").exists() and (final / "config.json").exists()
+    if task == "reflect":
+        assert all("lora_" in name for name in before) and (final / "adapter_model.safetensors").exists()
+    else:
+        assert (final / "model.safetensors").exists() and (final / "config.json").exists()
     assert log[1]["kl"] > 0  # after one update the policy has left the reference
 
 
@@ -311,3 +316,43 @@ def test_cli_trains_rejects_unreadable_rows_and_says_partial(tiny_model_dir: Pat
     assert bad.exit_code == 2 and "no_such_reward" in bad.output
     typo = CliRunner().invoke(app, ["train", "grpo", "--config", "grpo_tiny", f"model={tiny_model_dir}", f"dataset={dataset}", "num_generation=8"])
     assert typo.exit_code == 2 and "num_generations" in typo.output
+
+
+def test_shipped_recipes_load_with_the_papers_settings() -> None:
+    load = lambda name: GRPOConfig.load(name, {"dataset": "out/x"})  # noqa: E731
+    vau, vad, srvau = load("grpo_vau_qwen2_5_vl_3b"), load("grpo_vad_r1_qwen2_5_vl_3b"), load("grpo_srvau_qwen2_5_vl_3b")
+    assert (vau.num_generations, vau.beta, vau.dataset_config, vau.weights) == (4, 0.04, ["grpo_qa", "grpo_tag", "grpo_cls"], None)
+    assert vad.learning_rate == 1e-6 and vad.max_pixels == 128 * 28 * 28 and vad.weights["ava"] == 1.0 and vad.weights["length_vad"] == 1.0
+    assert srvau.learning_rate == 2e-5 and srvau.dataset_config == ["grpo_reflect"] and srvau.weights["srvau_total"] == 1.0
+    assert sum(srvau.weights.values()) == 1.0  # the logged parts do not count twice
+    with pytest.raises(ValueError, match="reward_weights"):
+        GRPOConfig.load("grpo_tiny", {"model": "m", "dataset": "d", "rewards": "iou,format_vau_r1", "reward_weights": "1.0"})
+
+
+def test_vllm_sync_pushes_merged_lora_weights_under_the_checkpoint_names(tiny_model_dir: Path) -> None:
+    """The colocated engine's weight sync, with a stand-in for vLLM's model (vLLM needs a GPU)."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vau_annotate.train.rollout import VLLMSampler
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
+    names = {name for name, _ in model.named_parameters()}
+    q_name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    original = dict(model.named_parameters())[q_name].detach().clone()
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=GRPOConfig.__dataclass_fields__["lora_target"].default, init_lora_weights=False))
+    q_proj = peft_model.base_model.model.model.language_model.layers[0].self_attn.q_proj
+    delta = q_proj.get_delta_weight("default").detach().clone()
+    assert delta.abs().max() > 0
+
+    received: dict[str, torch.Tensor] = {}
+    engine_model = SimpleNamespace(load_weights=lambda weights: received.update({n: t.detach().clone() for n, t in weights}))
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler.llm = SimpleNamespace(llm_engine=SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=SimpleNamespace(model=engine_model)))), reset_prefix_cache=lambda: None)
+    sampler.sync(peft_model)
+
+    assert set(received) == names  # every weight, under the checkpoint's names, no LoRA tensors
+    assert torch.allclose(received[q_name], original + delta, atol=1e-6)  # the adapter merged in
+    assert torch.allclose(q_proj.base_layer.weight.detach(), original, atol=1e-6)  # and un-merged afterwards

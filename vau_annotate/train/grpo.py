@@ -249,7 +249,14 @@ class GRPORecipe:
 
     def _make_sampler(self) -> HFSampler | VLLMSampler:
         if self.config.rollout == "vllm":
-            return VLLMSampler(self.config.model, suppress_ids=self.suppress_ids, gpu_memory_utilization=self.config.vllm_gpu_memory_utilization, max_model_len=self.config.vllm_max_model_len, seed=self.config.seed, dtype="bfloat16" if self.config.bf16 else "auto")
+            accelerator = self.accelerator
+            sampler = VLLMSampler(
+                self.config.model, suppress_ids=self.suppress_ids, gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
+                max_model_len=self.config.vllm_max_model_len, seed=self.config.seed, dtype="bfloat16" if self.config.bf16 else "auto",
+                rank=accelerator.process_index, local_rank=accelerator.local_process_index, world_size=accelerator.num_processes,
+            )
+            accelerator.wait_for_everyone()
+            return sampler
         return HFSampler(self.eos_ids, self.pad_id, self.suppress_ids)
 
     @property
@@ -473,6 +480,7 @@ class GRPORecipe:
         state = json.loads((path / STATE_FILE).read_text())
         self.accelerator.load_state(str(path))
         self.step = int(state["step"])
+        self.sampler.sync(self.unwrapped)  # a vLLM engine started from the initial weights
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         if self.accelerator.is_main_process:

@@ -168,17 +168,27 @@ class VLLMSampler:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, *, suppress_ids: Sequence[int] = (), gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, seed: int = 0, dtype: str = "auto") -> None:
+    def __init__(self, model_path: str, *, suppress_ids: Sequence[int] = (), gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, seed: int = 0, dtype: str = "auto", rank: int = 0, local_rank: int = 0, world_size: int = 1) -> None:
+        import os
+
         try:
             from vllm import LLM
         except ImportError:
             raise RuntimeError("rollout=vllm needs the vllm package (a GPU build: pip install 'vau-annotate[vllm]')") from None
+        from trl.trainer.utils import ensure_master_addr_port
+
+        # One engine per training process, run inside it ("external_launcher"), so its model is
+        # reachable for `load_weights`; the same environment TRL's colocate mode sets up.
+        os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world_size)})
+        ensure_master_addr_port()
         options: dict[str, Any] = {
             "model": model_path,
             "gpu_memory_utilization": gpu_memory_utilization,
             "limit_mm_per_prompt": {"image": 0, "video": 1},
-            "seed": seed,
+            "seed": seed + rank,
             "dtype": dtype,
+            "distributed_executor_backend": "external_launcher",
+            "max_num_batched_tokens": 4096,
             "enable_prefix_caching": False,  # weights change every step: cached prefixes would be stale
         }
         if max_model_len is not None:
