@@ -85,8 +85,6 @@ def test_embed_row_frames_keep_their_order_and_times(embed_rows) -> None:
 
 
 def test_path_rows_are_decoded_with_their_sampling_parameters(tmp_path: Path) -> None:
-    from PIL import Image  # noqa: F401
-
     from vau_annotate.annotate.synth import make_clip, read_index
 
     make_clip(tmp_path / "videos" / "a.mp4", seconds=2.0, fps=10, width=224, height=168)
@@ -113,6 +111,11 @@ def test_video_goes_through_the_video_processor_with_its_true_rate(processor, em
     assert int((batch["mm_token_type_ids"] != 0).sum()) == video_tokens  # 3-D RoPE needs these
     faster = dict(embed_rows[0], frame_times=[0.0, 0.25, 0.5, 0.75])
     assert SFTCollator(processor)([faster])["second_per_grid_ts"].tolist() == [0.5]
+    # the pixel budget: the row's own (what export sampled at), unless the recipe sets one
+    _, height, width = SFTCollator(processor)([dict(embed_rows[0], max_pixels=28 * 28 * 4)])["video_grid_thw"][0].tolist()
+    assert height * width * 14 * 14 <= 28 * 28 * 4
+    _, height, width = SFTCollator(processor, max_pixels=28 * 28 * 12)([dict(embed_rows[0], max_pixels=28 * 28 * 4)])["video_grid_thw"][0].tolist()
+    assert height * width * 14 * 14 == 84 * 112  # the recipe budget wins: frames kept at their size
 
 
 def test_only_assistant_tokens_carry_labels(processor, embed_rows) -> None:
@@ -186,6 +189,20 @@ def test_recipes_are_found_by_name_typed_and_strict(tmp_path: Path) -> None:
     assert coerce("x", "1e-5", float) == 1e-5 and coerce("x", "off", bool) is False
 
 
+def test_every_shipped_recipe_and_accelerate_config_loads() -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from vau_annotate.train.config import CONFIGS_DIR
+
+    for name in shipped_configs("sft_"):
+        assert load_sft_recipe(name).model, name
+    kinds = {path.stem: ClusterConfig.from_yaml_file(str(path)) for path in sorted((CONFIGS_DIR / "accelerate").glob("*.yaml"))}
+    assert {name: (c.distributed_type.value, (c.deepspeed_config or {}).get("zero_stage")) for name, c in kinds.items()} == {
+        "fsdp": ("FSDP", None), "zero2": ("DEEPSPEED", 2), "zero3": ("DEEPSPEED", 3),
+    }
+    assert kinds["fsdp"].fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +254,7 @@ def test_path_rows_train_and_lora_touches_only_the_language_model(tiny_model_dir
     videos = tmp_path / "videos"
     dataset = tf.path_export(tmp_path / "export-path", videos)
     out = tmp_path / "lora"
-    result = train_sft(_recipe(tiny_model_dir, dataset, out, videos_root=str(videos), lora=True, lora_r=4, max_steps=2, save_steps=10))
+    result = train_sft(_recipe(tiny_model_dir, dataset, out, videos_root=str(videos), lora=True, lora_r=4, max_steps=2, save_steps=10, gradient_checkpointing=True))
     assert result.global_step == 2 and math.isfinite(result.train_loss)
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     assert adapter and not any("visual" in name for name in adapter)
@@ -251,10 +268,44 @@ def test_cli_lists_recipes_and_trains(tiny_model_dir: Path, embed_dir: Path, tmp
     listed = runner.invoke(app, ["train", "configs"])
     assert listed.exit_code == 0 and "sft_p2c_qwen2_5_vl_3b" in listed.output and "sft_tiny" in listed.output
     out = tmp_path / "cli"
-    ran = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", f"output_dir={out}", "max_steps=1"])
+    ran = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", f"output_dir={out}", "max_steps=1", "bf16=true"])
     assert ran.exit_code == 0, ran.output
     assert "trained 1 steps" in ran.output and (out / "final" / "config.json").is_file()
+    from safetensors.torch import load_file
+
+    assert {str(tensor.dtype) for tensor in load_file(out / "final" / "model.safetensors").values()} == {"torch.bfloat16"}
     bad = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", "lerning_rate=1"])
-    assert bad.exit_code == 2 and "learning_rate" in bad.output
-    wrong_config = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={embed_dir}", "dataset_config=grpo_qa", f"output_dir={out}"])
-    assert wrong_config.exit_code == 1
+    assert bad.exit_code == 2 and "did you mean learning_rate" in " ".join(bad.output.split())
+    # a GRPO config (prompt, no assistant target) is refused by name, with exit 1
+    from datasets import Features
+
+    features = tf.embed_features()
+    grpo = Features({("prompt" if key == "messages" else key): value for key, value in features.items()})
+    rows = [{("prompt" if key == "messages" else key): value for key, value in tf.embed_row(0).items()}]
+    grpo_dir = tf.write_export(tmp_path / "grpo", "grpo_qa", {"train": rows}, grpo)
+    wrong_config = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={grpo_dir}", "dataset_config=grpo_qa", f"output_dir={out}"])
+    assert wrong_config.exit_code == 1 and "[grpo_qa] has no messages column" in " ".join(wrong_config.output.split())
+    missing = runner.invoke(app, ["train", "sft", "--config", "sft_tiny", f"model={tiny_model_dir}", f"dataset={tmp_path / 'nowhere'}", f"output_dir={out}"])
+    assert missing.exit_code == 2 and "no export folder" in " ".join(missing.output.split())
+
+
+@pytest.mark.slow
+def test_trains_on_every_chat_config_that_export_wrote(tiny_model_dir: Path, processor, tmp_path: Path) -> None:
+    """The real producer: the offline demo run → `vau-annotate export` → one SFT step per chat config."""
+    from datasets import load_dataset
+
+    runner = CliRunner()
+    run, exported = tmp_path / "demo", tmp_path / "exported"
+    made = runner.invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir)])
+    assert made.exit_code == 0, made.output[-2000:]
+    done = runner.invoke(app, ["export", "--run", str(run), "--out", str(exported), "--configs", "p2c_sft,reflect_sft,reflect_sft_conditioned", "--split", "ratio:1,0,0"])
+    assert done.exit_code == 0, done.output[-2000:]
+    for config in ("p2c_sft", "reflect_sft", "reflect_sft_conditioned"):
+        rows = load_dataset(str(exported), config, split="train")
+        batch = SFTCollator(processor)([rows[0]])
+        trained = batch["labels"][0] != IGNORE_INDEX
+        assert trained.any() and int(batch["video_grid_thw"].shape[0]) == 1
+        out = tmp_path / f"run-{config}"
+        result = train_sft(_recipe(tiny_model_dir, exported, out, dataset_config=config, batch_size=1, max_steps=1, save_steps=10))
+        assert result.global_step == 1 and math.isfinite(result.train_loss), config
+

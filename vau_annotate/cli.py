@@ -411,6 +411,91 @@ def demo(
     raise typer.Exit(code=result.exit_code)
 
 
+def _parse_size(text: str) -> int:
+    """'500MB', '2GB', '64KB' or a byte count → bytes (decimal units, as datasets' max_shard_size)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", text.upper())
+    if not match:
+        raise usage_error(f"--max-shard-size must look like 500MB, 2GB or a byte count, not {text!r}")
+    unit = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9}[match[2]]
+    return max(1, int(float(match[1]) * unit))
+
+
+@app.command()
+def export(
+    runs: list[Path] = typer.Option(..., "--run", "-r", help="Run directory; repeat to export several runs together (videos deduplicated by id)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (written to a temporary folder, renamed at the end)."),
+    configs: Optional[str] = typer.Option(None, "--configs", help="Comma-separated configs (default: all): p2c_sft, reflect_sft, reflect_sft_conditioned, grpo_qa, grpo_tag, grpo_cls, grpo_p2c, grpo_reflect, captions."),
+    split: str = typer.Option("ratio:0.9,0.05,0.05", "--split", help="ratio:TRAIN,VAL,TEST (hashed per video with --seed) | column (the ingested file's split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hashed split."),
+    frames: str = typer.Option("embed", "--frames", help="embed (JPEG frames in the rows) | path (relative video path + sampling parameters)."),
+    sampling: Optional[str] = typer.Option(None, "--sampling", help="Embed the frames of this sampling policy (e.g. fps:1); default: the frames each record's model saw."),
+    fps: float = typer.Option(2.0, "--fps", help="--frames path: frames per second qwen-vl-utils samples at training time."),
+    nframes: Optional[int] = typer.Option(None, "--nframes", help="--frames path: a fixed frame count instead of --fps."),
+    max_pixels: int = typer.Option(360 * 420, "--max-pixels", help="--frames path: pixel budget per frame at training time."),
+    fmt: str = typer.Option("hf", "--format", help="hf | verl | easyr1 | video-r1 | vad-r1 | vau-bench."),
+    max_shard_size: str = typer.Option("500MB", "--max-shard-size", help="Largest parquet shard (e.g. 500MB)."),
+    workers: int = typer.Option(4, "--workers", "-j", min=1, help="Configs written in parallel."),
+    license_id: str = typer.Option("other", "--license", help="License of the dataset, written into the card (e.g. cc-by-nc-4.0)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing, non-empty --out (only once the new export is complete)."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Also push the result to this Hub dataset repo (needs HF_TOKEN or `hf auth login`)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
+) -> None:
+    """Turn run directories into a Hugging Face dataset (one config per use, train/validation/test by video)."""
+    from vau_annotate.pipelines.export import ExportOptions, run_export
+    from vau_annotate.pipelines.export_source import ExportInputError
+    from vau_annotate.pipelines.export_write import SplitPlan, VideoOptions
+    from vau_annotate.pipelines.hub import HubError, push_folder, require_token
+    from vau_annotate.schemas.rows import CONFIGS, FRAMES_MODES
+
+    if frames not in FRAMES_MODES:
+        raise usage_error(f"--frames must be embed or path, not {frames!r}")
+    if push_to_hub and fmt != "hf":
+        raise usage_error("--push-to-hub pushes the Hugging Face format: use it with --format hf")
+    chosen = tuple(c.strip() for c in configs.split(",") if c.strip()) if configs else CONFIGS
+    try:
+        plan = SplitPlan.parse(split, seed)
+        token = require_token() if push_to_hub else None
+        options = ExportOptions(
+            runs=tuple(runs), out=out_dir, configs=chosen, split=plan,
+            video=VideoOptions(mode=frames, sampling=sampling, fps=fps, nframes=nframes, max_pixels=max_pixels),  # type: ignore[arg-type]
+            format=fmt, max_shard_bytes=_parse_size(max_shard_size), workers=workers, license=license_id, overwrite=overwrite)
+        result = run_export(options)
+    except (ValueError, ExportInputError, HubError) as exc:
+        raise usage_error(str(exc)) from None
+    if push_to_hub:
+        try:
+            pushed = push_folder(out_dir, push_to_hub, private=private, token=token)
+        except HubError as exc:
+            console.print(f"[bold red]push failed:[/] {exc} (the export is complete in {out_dir}; retry with `vau-annotate push {out_dir} {push_to_hub}`)")
+            raise typer.Exit(code=1) from None
+        result.summary.notes.append(f"pushed {pushed.files} file(s) to {pushed.url} (commit {pushed.commit[:12]})")
+    finish(result.summary, out_dir)
+
+
+@app.command()
+def push(
+    folder: Path = typer.Argument(..., help="A folder made by `vau-annotate export`."),
+    repo_id: str = typer.Argument(..., help="Hub dataset repo, e.g. me/vau-reasoning."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
+) -> None:
+    """Push an exported dataset (every config + the card) to the Hugging Face Hub."""
+    from vau_annotate.pipelines.hub import HubError, check_export_folder, push_folder, require_token
+
+    try:
+        check_export_folder(folder)
+        token = require_token()
+    except HubError as exc:
+        raise usage_error(str(exc)) from None
+    try:
+        pushed = push_folder(folder, repo_id, private=private, token=token)
+    except HubError as exc:
+        console.print(f"[bold red]push failed:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    out.print(f"pushed {pushed.files} file(s) to {pushed.url} (commit {pushed.commit[:12]})")
+
+
 from vau_annotate.train.cli import train_app  # noqa: E402
 
 app.add_typer(train_app, name="train")

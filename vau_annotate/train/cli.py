@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 train_app = typer.Typer(
@@ -50,17 +51,20 @@ def sft(config: str = CONFIG_OPTION, overrides: Optional[List[str]] = OVERRIDES_
 
         recipe = load_sft_recipe(config, list(overrides or []))
     except ImportError as exc:
-        console.print(f"[red]train sft needs the train extra (pip install 'vau-annotate[train]'): {exc.name} is missing[/red]")
+        console.print(escape(f"train sft needs the train extra (pip install 'vau-annotate[train]'): {exc.name} is missing"), style="red")
         raise typer.Exit(2) from None
     except RecipeError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     from vau_annotate.train.sft import train_sft
 
     try:
         result = train_sft(recipe)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]train sft stopped: {exc}[/red]")
+    except FileNotFoundError as exc:  # a missing export folder, model or checkpoint: a usage error
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # rows that cannot be trained on (wrong config, bad frames): stopped
+        console.print(f"[red]train sft stopped: {escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
     out.print(f"trained {result.global_step} steps{resumed} in {result.seconds:.1f} s, mean loss {result.train_loss:.4f}")

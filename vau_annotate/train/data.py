@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 IGNORE_INDEX = -100
 DEFAULT_FPS = 2.0  # qwen-vl-utils' default sampling rate: used only when a row gives no timing at all
+DEFAULT_MAX_PIXELS = 128 * 28 * 28  # per frame, for a path row that names no budget (Vad-R1's setting)
 
 
 class RowError(ValueError):
@@ -133,7 +134,7 @@ def decode_path_row(row: dict, videos_root: str | Path | None = None, decoder: s
         raise RowError(f"row {row.get('id', '?')}: a path row needs fps or nframes")
     info = vid.probe(path, decode_first=False)
     indices = vid.select_indices(policy, info)
-    max_pixels = int(row.get("max_pixels") or vid.MIN_PIXELS * 32)
+    max_pixels = int(row.get("max_pixels") or DEFAULT_MAX_PIXELS)
     min_pixels = int(row.get("min_pixels") or vid.MIN_PIXELS)
     size = vid.target_size(info.width, info.height, max_pixels, min_pixels=min_pixels)
     frames = vid.decode_frames(path, indices, decoder, info=info, threads=False)
@@ -181,7 +182,6 @@ class Example:
     frames: list | None = None
     fps: float | None = None
     row_id: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def row_example(row: dict, column: str = "messages", videos_root: str | Path | None = None, decoder: str = "auto") -> Example:
@@ -324,9 +324,18 @@ def assistant_labels(input_ids: Any, markers: TurnMarkers, expected_turns: Seque
     return labels
 
 
+def _rows_budget(rows: list[dict], key: str, pick: Any) -> int | None:
+    """The pixel budget the rows were exported with (one per processor call: the batch's max / min)."""
+    values = [int(row[key]) for row in rows if row.get(key)]
+    return pick(values) if values else None
+
+
 class SFTCollator:
     """Rows of an SFT config (`messages` ending with the assistant's target) → a training batch
-    with labels on assistant tokens only. Used as `data_collator` with `remove_unused_columns=False`."""
+    with labels on assistant tokens only. Used as `data_collator` with `remove_unused_columns=False`.
+
+    The per-frame pixel budget is `max_pixels`/`min_pixels` when given (a recipe's setting), else
+    the rows' own `max_pixels`/`min_pixels` (what export sampled at), else the processor's."""
 
     def __init__(
         self,
@@ -356,8 +365,8 @@ class SFTCollator:
             [example.messages for example in examples],
             [example.frames for example in examples],
             fps=[example.fps for example in examples],
-            max_pixels=self.max_pixels,
-            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels or _rows_budget(rows, "max_pixels", max),
+            min_pixels=self.min_pixels or _rows_budget(rows, "min_pixels", min),
             padding_side="right",
         )
         turns = [sum(message["role"] == "assistant" for message in example.messages) for example in examples]

@@ -91,9 +91,11 @@ def load_rows(recipe: SFTRecipe, split: str):
     """The split of the chat config from a local export directory or the Hub."""
     from datasets import load_dataset
 
-    source = Path(recipe.dataset)
-    path = str(source) if source.exists() else recipe.dataset
-    rows = load_dataset(path, recipe.dataset_config, split=split)
+    source = Path(recipe.dataset).expanduser()
+    looks_local = recipe.dataset.startswith(("/", ".", "~")) or recipe.dataset.count("/") != 1
+    if not source.exists() and looks_local:
+        raise FileNotFoundError(f"dataset: no export folder {recipe.dataset} (a Hub id looks like owner/name)")
+    rows = load_dataset(str(source) if source.exists() else recipe.dataset, recipe.dataset_config, split=split)
     if "messages" not in rows.column_names:
         raise ValueError(f"{recipe.dataset} [{recipe.dataset_config}] has no messages column: SFT needs one of {', '.join(SFT_CONFIGS)}")
     if recipe.max_samples is not None and split == recipe.train_split:
@@ -147,6 +149,10 @@ def training_arguments(recipe: SFTRecipe):
     extra: dict[str, Any] = {}
     if recipe.gradient_checkpointing:
         extra = {checkpointing: True, f"{checkpointing}_kwargs": {"use_reentrant": False}}
+    import torch
+
+    if recipe.bf16 and not torch.cuda.is_available():
+        extra["use_cpu"] = True  # transformers refuses bf16 without a GPU unless told it is a CPU run
     return TrainingArguments(
         **extra,
         output_dir=recipe.output_dir,
