@@ -87,6 +87,8 @@ def test_answer_spans_reads_the_answer_not_the_reasoning():
     assert answers.answer_spans(reply, 60.0) == [(10.0, 20.0)]
     vad = "<think>x</think><answer><which>Fighting</which><when>[0.100, 0.500]</when></answer>"
     assert rounded(answers.answer_spans(vad, 20.0)) == [(2.0, 10.0)]
+    normal = "<answer><which>Normal</which><what>2 to 3 people walk</what><why>routine</why></answer>"
+    assert answers.answer_spans(normal, 20.0) == []  # P2C: only <when> holds a span
 
 
 def test_spans_iou_union_of_segments():
@@ -140,6 +142,11 @@ def test_extract_class_with_user_taxonomy():
         ("<answer>no</answer>", False),
         ("nothing abnormal happens here", False),
         ("the scene is not anomalous", False),
+        ("<answer>this is not normal behaviour</answer>", True),
+        ("<answer>There is no anomaly; people walk normally</answer>", False),
+        ("<answer>without any anomaly</answer>", False),
+        ("<answer>An anomaly occurs: a man falls</answer>", True),
+        ("<which>None</which>", False),
         ("hmm", None),
         ("", None),
     ],

@@ -48,6 +48,8 @@ def reflect_reply(first: str, final: str, reflection: str = "I misread the scene
         ("<answer>B</answer>", QA, 0.0),  # no think
         ("<think>x</think><answer>B</answer> and more", QA, 0.0),  # text after the answer
         ("<think>x</think><answer> </answer>", QA, 0.0),  # empty answer
+        ("<think>x</think><answer>A</answer><think>y</think><answer>B</answer>", QA, 0.0),  # two rounds
+        ("<think>x</think><answer>B", QA, 0.0),  # unclosed
         ("<think>x</think><answer>Anomaly</answer><glue>[10, 20]</glue>", TAG, 1.0),  # VAU-R1 grounding tag
         ("<think>x</think><answer>[10.0, 20.0]</answer>", TAG, 1.0),  # our grpo_tag prompt: span in answer
         ("<think>x</think><answer>normal</answer>", TAG, 1.0),  # an explicit normal verdict is well-formed
@@ -73,6 +75,8 @@ def test_format_p2c_follows_the_models_own_verdict():
     assert R.format_p2c(swapped, P2C) == 0.0
     # <when> without a span
     assert R.format_p2c(P2C_ABNORMAL_REPLY.replace("[0.250, 0.500]", "early on"), P2C) == 0.0
+    # a second round after the answer
+    assert R.format_p2c(P2C_ABNORMAL_REPLY + "<think>again</think><answer>x</answer>", P2C) == 0.0
     # an empty step
     assert R.format_p2c(P2C_ABNORMAL_REPLY.replace("Two men.", " "), P2C) == 0.0
     # unreadable <which>
@@ -148,6 +152,7 @@ def test_accuracy_dispatches_on_task():
         ("<answer>[10, 20]</answer>", TAG_UNKNOWN, 0.0),  # unknown span: no signal
         (P2C_ABNORMAL_REPLY, P2C, 1.0),  # <when> [0.25, 0.5] × 40 s
         (P2C_NORMAL_REPLY, P2C_NORMAL, 1.0),
+        (P2C_NORMAL_REPLY.replace("people walk", "2 to 3 people walk"), P2C_NORMAL, 1.0),  # numbers in <what> are no span
         ("<answer>[10, 20]</answer>", QA, 0.0),  # QA asks no span
     ],
 )
@@ -190,6 +195,9 @@ def test_reflection_format_and_brevity():
     assert R.reflection_brevity(reflect_reply("A", "B", reflection="w w"), REFLECT_QA, cfg) == pytest.approx(math.exp(-0.5))
     with pytest.raises(ValueError):
         R.brevity(3, 10, 10)
+    # the whole reply measured instead: "first look A w w second look B" = 8 words → e^−1
+    whole = cfg._replace(length_of="completion")
+    assert R.reflection_brevity(reflect_reply("A", "B", reflection="w w"), REFLECT_QA, whole) == pytest.approx(math.exp(-1))
 
 
 def test_srvau_task_reflection_and_total_by_hand():
@@ -350,3 +358,62 @@ def test_registry_names_resolve():
     assert set(R.resolve(["iou", "srvau_total"])) == {"iou", "srvau_total"}
     for table in R.DEFAULT_WEIGHTS.values():
         R.resolve(list(table))
+
+
+# --- `vau-annotate rewards` ----------------------------------------------------------------------
+
+
+def _export_dir(tmp_path: Path) -> Path:
+    """A GRPO export as the contract lays it out: OUT/README.md configs + OUT/grpo_qa/test-*.parquet."""
+    import pandas as pd
+
+    out = tmp_path / "export"
+    (out / "grpo_qa").mkdir(parents=True)
+    rows = [{**QA, "id": "v1#qa0", "video_id": "v1", "source": "test"}, {**QA, "id": "v2#qa0", "video_id": "v2", "source": "test", "answer": "C"}]
+    pd.DataFrame(rows).to_parquet(out / "grpo_qa" / "test-00000-of-00001.parquet")
+    (out / "README.md").write_text(
+        "---\nconfigs:\n- config_name: grpo_qa\n  data_files:\n  - split: test\n    path: grpo_qa/test-*.parquet\n---\n", encoding="utf-8"
+    )
+    return out
+
+
+def test_rewards_cli_scores_by_id_and_rejects_bad_lines(tmp_path):
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    data = _export_dir(tmp_path)
+    lines = tmp_path / "completions.jsonl"
+    lines.write_text(
+        json.dumps({"id": "v1#qa0", "completion": "<think>t</think><answer>B</answer>"}) + "\n"
+        + json.dumps({"id": "v2#qa0", "completion": "<answer>B</answer>"}) + "\n"
+        + json.dumps({"id": "v9#qa0", "completion": "<answer>B</answer>"}) + "\n"
+        + "not json\n",
+        encoding="utf-8",
+    )
+    scores = tmp_path / "scores.jsonl"
+    result = CliRunner().invoke(app, ["rewards", str(lines), "--data", str(data), "--config", "grpo_qa", "--split", "test", "--out", str(scores)])
+    assert result.exit_code == 3, result.output  # two lines rejected: partial
+    scored = [json.loads(line) for line in scores.read_text().splitlines()]
+    # v1: format 1 + accuracy 1; v2: no think (format 0), B against C (accuracy 0)
+    assert [(s["id"], s["total"]) for s in scored] == [("v1#qa0", 2.0), ("v2#qa0", 0.0)]
+    rejects = [json.loads(line) for line in (tmp_path / "scores.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [3, 4]
+    assert "not in the dataset" in rejects[0]["reason"] and "not JSON" in rejects[1]["reason"]
+
+
+def test_rewards_cli_rows_inline_weights_and_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    lines = tmp_path / "c.jsonl"
+    lines.write_text(json.dumps({"id": "x", "completion": "<think>t</think><answer>[15, 25]</answer>", "row": TAG}) + "\n", encoding="utf-8")
+    scores = tmp_path / "s.jsonl"
+    ok = CliRunner().invoke(app, ["rewards", str(lines), "-w", "iou=3", "--out", str(scores)])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(scores.read_text())["total"] == pytest.approx(3 * 5 / 15)
+    unknown = CliRunner().invoke(app, ["rewards", str(lines), "-w", "bleu=1"])
+    assert unknown.exit_code == 2 and "unknown reward" in unknown.output
+    missing = CliRunner().invoke(app, ["rewards", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2

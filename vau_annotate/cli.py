@@ -501,6 +501,50 @@ from vau_annotate.train.cli import train_app  # noqa: E402
 app.add_typer(train_app, name="train")
 
 
+@app.command("rewards")
+def rewards_command(
+    completions: Path = typer.Argument(..., help="JSONL: one {\"id\", \"completion\"} per line, each with its \"row\" (solution columns) or found by id in --data."),
+    data: Optional[str] = typer.Option(None, "--data", help="Exported dataset (directory or Hub id) holding the rows, found by id."),
+    config: str = typer.Option("grpo_qa", "--config", help="GRPO config of --data: grpo_qa, grpo_tag, grpo_cls, grpo_p2c, grpo_reflect."),
+    split: str = typer.Option("test", "--split", help="Split of --data."),
+    weight: list[str] = typer.Option([], "--weight", "-w", help="NAME=WEIGHT, repeatable (default: each row's task defaults)."),
+    scores: Optional[Path] = typer.Option(None, "--out", help="Write per-line scores here (JSONL) and the rejects beside it."),
+) -> None:
+    """Score saved completions with the GRPO rewards of train/rewards.py (VAU-R1, Vad-R1, SRVAU-R1).
+
+    Prints the mean total and the mean of every reward component. Exit status 0 when every line
+    was scored, 3 when some were rejected (reasons printed and written beside --out), 2 on usage errors.
+    """
+    from vau_annotate.train.reward_check import load_rows, parse_weights, score_lines, write_report
+
+    try:
+        weights = parse_weights(weight)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+    if not completions.is_file():
+        raise usage_error(f"completions file {completions} does not exist")
+    rows = None
+    if data is not None:
+        try:
+            rows = load_rows(data, config, split)
+        except Exception as exc:  # datasets raises many kinds for a missing/unreadable dataset
+            raise usage_error(f"cannot load {data} [{config}/{split}]: {exc}") from None
+    with completions.open(encoding="utf-8") as lines:
+        report = score_lines(lines, rows, weights)
+    table = Table(title=f"rewards: {completions} ({len(report.scored)} scored, {len(report.rejects)} rejected)")
+    table.add_column("reward")
+    table.add_column("mean", justify="right")
+    for name, value in report.means().items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
+    for reject in report.rejects[:10]:
+        console.print(f"[yellow]line {reject['line']}:[/] {reject['reason']}")
+    if scores is not None:
+        rejects = write_report(report, scores)
+        console.print(f"scores in {scores}" + (f"; rejects in {rejects}" if report.rejects else ""))
+    raise typer.Exit(code=3 if report.rejects else 0)
+
+
 def main() -> None:
     app()
 

@@ -106,7 +106,13 @@ def clock_to_seconds(value: str) -> float:
 
 
 def span_scope(text: str) -> str:
-    """The part of a reply that holds its span: the first of `<when>`, `<glue>`, `<answer>`, else all."""
+    """The part of a reply that holds its span: the first of `<when>`, `<glue>`, `<answer>`, else all.
+
+    A Vad-R1 answer (it has `<which>`) keeps its span in `<when>` only: a normal video's answer has
+    no `<when>`, and numbers in its `<what>` / `<why>` ("2 to 3 people") are not a span.
+    """
+    if extract_tag(text, "which") is not None:
+        return extract_tag(text, "when") or ""
     for tag in SPAN_TAGS:
         inner = extract_tag(text, tag)
         if inner is not None:
@@ -300,8 +306,9 @@ _NEGATED = re.compile(
     r"\b(?:no|not|nothing|without|none|non)[\s\-]+(?:\w+[\s\-]+){0,2}?(?:abnormal\w*|anomal\w*|unusual)\b|\bnon-?anomalous\b",
     re.I,
 )
+_NOT_NORMAL = re.compile(r"\b(?:not|isn't|isnt)\s+(?:\w+\s+)?normal\b", re.I)
 _ABNORMAL = re.compile(r"\b(?:abnormal\w*|anomal\w*|yes)\b", re.I)
-_NORMAL = re.compile(r"\b(?:normal|no)\b", re.I)
+_NORMAL = re.compile(r"\b(?:normal|no|none)\b", re.I)
 
 
 def predicts_abnormal(text: str | None, taxonomy: Taxonomy | None = None) -> bool | None:
@@ -310,8 +317,8 @@ def predicts_abnormal(text: str | None, taxonomy: Taxonomy | None = None) -> boo
     Reads Vad-R1's `<which>` first (a class: Normal → False, any other class → True; or the words
     below), then `<answer>` (VAU-R1 TAG writes `Anomaly` / `No anomaly`, our reflection prompts
     `normal` or a span), then the whole reply. Negations ("no anomaly", "nothing abnormal",
-    "not abnormal", "non-anomalous") mean normal; "abnormal", "anomaly", "yes" mean abnormal;
-    "normal", "no" mean normal; a time span or a non-normal class name means abnormal.
+    "not abnormal", "non-anomalous") mean normal; "not normal", "abnormal", "anomaly", "yes"
+    mean abnormal; "normal", "no", "none" mean normal; a time span or a non-normal class name means abnormal.
     """
     if not text or not text.strip():
         return None
@@ -334,7 +341,7 @@ def _verdict(scope: str, tax: Taxonomy) -> bool | None:
         return name != NORMAL
     if _NEGATED.search(scope):
         return False
-    if _ABNORMAL.search(scope):
+    if _NOT_NORMAL.search(scope) or _ABNORMAL.search(scope):
         return True
     if _NORMAL.search(scope):
         return False

@@ -37,7 +37,7 @@ from vau_annotate.annotate.answers import (
     spans_iou,
 )
 from vau_annotate.annotate.classes import NORMAL, default_taxonomy
-from vau_annotate.annotate.tags import extract_all, extract_tag, strip_outside, tag_sequence
+from vau_annotate.annotate.tags import extract_all, extract_tag, strip_outside, tag_sequence, unbalanced_tags
 
 RewardFn = Callable[[str, Mapping[str, Any]], float]
 
@@ -88,8 +88,6 @@ def _sub_task(row: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # format rewards
 
-_THINK_ANSWER = re.compile(r"^\s*<think>(.+?)</think>\s*<answer>(.+?)</answer>\s*$", re.S | re.I)
-_THINK_ANSWER_GLUE = re.compile(r"^\s*<think>(.+?)</think>\s*<answer>(.+?)</answer>\s*<glue>(.+?)</glue>\s*$", re.S | re.I)
 P2C_ABNORMAL_STEPS = ("step1", "step2", "step3", "step4")
 P2C_NORMAL_STEPS = ("step1", "step2")
 P2C_ABNORMAL_FIELDS = ("which", "what", "when", "where", "why", "how")
@@ -97,16 +95,34 @@ P2C_NORMAL_FIELDS = ("which", "what", "why")
 REFLECTION_TAGS = ("reflection", "reflect")
 
 
+def _top_level(text: str, expected: tuple[str, ...]) -> list[str] | None:
+    """Contents of the top-level tags when `text` is exactly `expected` in order (non-empty, nothing
+    outside, balanced); None otherwise. A second `<think><answer>` round fails here."""
+    if tag_sequence(text) != list(expected) or unbalanced_tags(text, tuple(set(expected))):
+        return None
+    if strip_outside(text, tuple(dict.fromkeys(expected))):
+        return None
+    parts = [_top_content(text, tag, i) for i, tag in enumerate(expected)]
+    return parts if all(p is not None and p.strip() for p in parts) else None
+
+
+def _top_content(text: str, tag: str, position: int) -> str | None:
+    """Content of the top-level tag at `position` of the sequence (its n-th occurrence of that name)."""
+    occurrences = extract_all(text, tag)
+    seq = tag_sequence(text)
+    index = seq[:position].count(tag)
+    return occurrences[index] if index < len(occurrences) else None
+
+
 def format_vau_r1(completion: str, row: Mapping[str, Any]) -> float:
     """VAU-R1 format: 1.0 for `<think>…</think><answer>…</answer>` and nothing else, else 0.0.
 
     For temporal grounding (`task` tag) the grounding must be readable too: a span (in VAU-R1's
     `<glue>[s, e]</glue>` grounding tag after the answer, or inside `<answer>`) or an explicit
-    normal verdict ("normal", "No anomaly"). Both tags non-empty.
+    normal verdict ("normal", "No anomaly"). Every tag non-empty.
     """
     text = completion or ""
-    match = _THINK_ANSWER_GLUE.match(text) or _THINK_ANSWER.match(text)
-    if not match or not all(g.strip() for g in match.groups()):
+    if _top_level(text, ("think", "answer")) is None and _top_level(text, ("think", "answer", "glue")) is None:
         return 0.0
     if _sub_task(row) != "tag":
         return 1.0
@@ -129,10 +145,10 @@ def format_p2c(completion: str, row: Mapping[str, Any]) -> float:
     `<which><what><why>`. The structure follows the model's own `<which>`, so format does not
     leak correctness (that is `accuracy_which`'s job). `<when>` must hold a span. Else 0.0.
     """
-    match = _THINK_ANSWER.match(completion or "")
-    if not match:
+    parts = _top_level(completion or "", ("think", "answer"))
+    if parts is None:
         return 0.0
-    think, answer = match.group(1), match.group(2)
+    think, answer = parts
     verdict = predicts_abnormal(f"<which>{extract_tag(answer, 'which') or ''}</which>")
     if verdict is None:
         return 0.0
@@ -254,8 +270,10 @@ TAG_CORRECT_IOU = 0.5  # a grounding answer counts as correct at IoU ≥ 0.5 (re
 class ReflectionConfig(NamedTuple):
     """Weights and length targets of the SRVAU-R1 reward; override per run from the GRPO config.
 
-    `target_words` (T) and `max_words` (Tmax) set the brevity term exp(−|L−T|/(Tmax−T)) over the
-    reflection's length L in words; α, β, γ weigh task, reflection and IoU rewards. (A NamedTuple,
+    `target_words` (T) and `max_words` (Tmax) set the brevity term exp(−|L−T|/(Tmax−T)) over a
+    length L in words: the reflection's (`length_of="reflection"`) or the whole reply's
+    (`"completion"`, as SRPO, arXiv 2506.01713, whose reflection reward SRVAU-R1 adapts, measures
+    the response). α, β, γ weigh task, reflection and IoU rewards. (A NamedTuple,
     not a dataclass: verl and EasyR1 import this file by path, some versions without registering
     it in sys.modules, which dataclasses need.)
     """
@@ -266,6 +284,7 @@ class ReflectionConfig(NamedTuple):
     target_words: int = 64
     max_words: int = 256
     brevity_weight: float = 0.25
+    length_of: str = "reflection"
 
 
 DEFAULT_REFLECTION = ReflectionConfig()
@@ -332,11 +351,14 @@ def brevity(length: int, target: int, maximum: int) -> float:
 
 
 def reflection_brevity(completion: str, row: Mapping[str, Any], config: ReflectionConfig = DEFAULT_REFLECTION) -> float:
-    """The brevity term over the reflection's word count; 0 without a reflection."""
+    """The brevity term over the reflection's (or the whole reply's) word count; 0 without a reflection."""
     inner = _reflection_text(completion)
     if not inner or not inner.strip():
         return 0.0
-    return brevity(len(inner.split()), config.target_words, config.max_words)
+    if config.length_of not in ("reflection", "completion"):
+        raise ValueError(f"length_of must be 'reflection' or 'completion', not {config.length_of!r}")
+    measured = inner if config.length_of == "reflection" else re.sub(r"<[^>]+>", " ", completion)
+    return brevity(len(measured.split()), config.target_words, config.max_words)
 
 
 def reflection(completion: str, row: Mapping[str, Any], config: ReflectionConfig = DEFAULT_REFLECTION) -> float:
