@@ -356,3 +356,25 @@ def test_vllm_sync_pushes_merged_lora_weights_under_the_checkpoint_names(tiny_mo
     assert set(received) == names  # every weight, under the checkpoint's names, no LoRA tensors
     assert torch.allclose(received[q_name], original + delta, atol=1e-6)  # the adapter merged in
     assert torch.allclose(q_proj.base_layer.weight.detach(), original, atol=1e-6)  # and un-merged afterwards
+
+
+@pytest.mark.slow
+def test_trains_on_every_grpo_config_that_export_wrote(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The real producer: the offline demo run → `vau-annotate export` → GRPO steps over all five configs."""
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    runner = CliRunner()
+    run, exported, out = tmp_path / "demo", tmp_path / "exported", tmp_path / "grpo"
+    configs = "grpo_qa,grpo_tag,grpo_cls,grpo_p2c,grpo_reflect"
+    made = runner.invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir)])
+    assert made.exit_code == 0, made.output[-2000:]
+    done = runner.invoke(app, ["export", "--run", str(run), "--out", str(exported), "--configs", configs, "--split", "ratio:1,0,0"])
+    assert done.exit_code == 0, done.output[-2000:]
+    trained = runner.invoke(app, ["train", "grpo", "--config", "grpo_tiny", f"model={tiny_model_dir}", f"dataset={exported}", f"dataset_config={configs}", f"output_dir={out}", "max_steps=2", "gradient_accumulation_steps=5"])
+    assert trained.exit_code == 0, trained.output[-2000:]
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2] and all(math.isfinite(r["loss"]) for r in log)
+    tasks = {row_id.split("#")[1].rstrip("0123456789") for record in log for row_id in record["rows"]}
+    assert len(tasks) >= 3  # the shuffled stream mixes the configs' tasks
