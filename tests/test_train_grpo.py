@@ -250,6 +250,34 @@ def test_ava_drops_exactly_the_predicted_span() -> None:
     assert asked == []
 
 
+def test_ava_in_the_loop_reasks_the_policy_on_the_edited_frames(tiny_model_dir: Path, exports, tmp_path: Path) -> None:
+    from vau_annotate.train.rollout import Group
+
+    recipe = GRPORecipe(tiny_config(tiny_model_dir, exports["p2c"], "p2c", tmp_path / "run"))
+    row = next(r for r in recipe.rows if r["label"] == "abnormal")  # 4 frames at 0, 0.5, 1.0, 1.5 s
+    frames, times = recipe.row_video(row)
+    texts = [
+        "<think>x</think><answer><which>Robbery</which><when>[0.5s, 1.0s]</when></answer>",  # abnormal + span in seconds
+        "<think>x</think><answer><which>Normal</which></answer>",  # normal
+        "zzz",  # no verdict: nothing to verify
+        "<think>x</think><answer><which>Fighting</which></answer>",  # abnormal without a span
+    ]
+    group = Group(prompt=recipe.encode(row, frames, times), completion_ids=torch.zeros((4, 1), dtype=torch.long), mask=torch.ones((4, 1)), texts=texts)
+    asked: list[list[float]] = []
+    real_ask = recipe.ask_many
+
+    def ask_many(items):
+        asked.extend(item_times for _, _, item_times in items)
+        assert len(real_ask(items)) == len(items)  # the policy really answers the edited clips
+        return ["<answer><which>Normal</which></answer>", "<answer><which>Fighting</which></answer>"]
+
+    recipe.ask_many = ask_many
+    totals, components, edits = recipe.score([group], [row], [(frames, times)])
+    assert asked[0] == [0.0, 1.5] and len(asked[1]) == 3 and len(asked) == 2
+    assert edits[0] == "drop_span" and edits[1] in ("trim_start", "trim_end") and edits[2:] == ["none", "none"]
+    assert components["ava"] == pytest.approx([0.5, -0.2, 0.0, 0.0])
+
+
 def test_ava_trims_start_or_end_for_a_normal_answer() -> None:
     frames, times = list(range(8)), [float(i) for i in range(8)]
     sides = set()

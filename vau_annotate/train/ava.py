@@ -92,15 +92,25 @@ def judge(completion: str, row: dict) -> tuple[bool | None, list[tuple[float, fl
 Ask = Callable[[dict, list[Any], list[float]], str]
 
 
+def plan(completion: str, row: dict, frames: Sequence[Any], times: Sequence[float], *, rng: random.Random, trim_fraction: float = 0.25) -> EditedVideo | None:
+    """The edit a completion's own verdict calls for, or None when there is nothing to verify
+    (no verdict, abnormal without a span, or an edit that removes no frame or all of them)."""
+    abnormal, spans = judge(completion, row)
+    if abnormal is None or (abnormal and not spans):
+        return None
+    edited = drop_spans(frames, times, spans) if abnormal else trim_end(frames, times, rng, trim_fraction)
+    if not edited.removed or not edited.frames:
+        return None
+    return edited
+
+
 def verify(completion: str, row: dict, frames: Sequence[Any], times: Sequence[float], *, ask: Ask, rng: random.Random, trim_fraction: float = 0.25) -> Verification:
     """Edit the video according to the completion's own verdict and ask the policy again.
 
-    The reward for the (first, re-asked) pair is `rewards.anomaly_verification` (+0.5 / -0.2),
-    applied by `rewards.ava` to the row copy that carries `trimmed_completion`."""
-    abnormal, spans = judge(completion, row)
-    if abnormal is None or (abnormal and not spans):
+    The reward for the (first, re-asked) pair is `rewards.anomaly_verification`, applied by
+    `rewards.ava` to the row copy that carries `trimmed_completion`. (The GRPO loop plans every
+    completion's edit first and re-asks them all in one sampler call; this is the one-at-a-time form.)"""
+    edited = plan(completion, row, frames, times, rng=rng, trim_fraction=trim_fraction)
+    if edited is None:
         return Verification(None, 0, None)
-    edited = drop_spans(frames, times, spans) if abnormal else trim_end(frames, times, rng, trim_fraction)
-    if not edited.removed or not edited.frames:
-        return Verification(None, len(edited.removed), None)
     return Verification(edited.edit, len(edited.removed), ask(row, edited.frames, edited.times))

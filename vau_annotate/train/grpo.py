@@ -321,13 +321,16 @@ class GRPORecipe:
         with unwrap_model_for_generation(self.model, self.accelerator) as model:
             yield model
 
-    def ask(self, row: dict, frames: list[Any], times: list[float]) -> str:
-        """AVA's re-ask: one greedy answer of the current policy on edited frames."""
+    def ask_many(self, items: Sequence[tuple[dict, list[Any], list[float]]]) -> list[str]:
+        """AVA's re-asks: one greedy answer of the current policy per (row, edited frames, times),
+        all in one call of the rollout sampler (vLLM when it is on)."""
+        if not items:
+            return []
         settings = SamplingSettings(max_new_tokens=self.config.ava_max_new_tokens or self.config.max_new_tokens, temperature=0.0)
-        prompt = self.encode(row, frames, times)
+        prompts = [self.encode(row, frames, times) for row, frames, times in items]
         with self._generation_model() as model:
-            tokens = HFSampler(self.eos_ids, self.pad_id, self.suppress_ids).sample(model, [prompt], 1, settings)[0][0]
-        return self.tokenizer.decode([t for t in tokens if t not in self.eos_ids], skip_special_tokens=True)
+            sampled = self.sampler.sample(model, prompts, 1, settings)
+        return [self.tokenizer.decode([t for t in tokens[0] if t not in self.eos_ids], skip_special_tokens=True) for tokens in sampled]
 
     # -- rewards -----------------------------------------------------------------------------------
     def score(self, groups: Sequence[Group], rows: Sequence[dict], videos: Sequence[tuple[list, list]]) -> tuple[torch.Tensor, dict[str, list[float]], list[str]]:
@@ -342,17 +345,19 @@ class GRPORecipe:
         completions: list[str] = []
         scored_rows: list[dict] = []
         edits: list[str] = []
+        asks: list[tuple[int, tuple[dict, list, list[float]]]] = []
         for row, group, (frames, times) in zip(rows, groups, videos):
             uses_ava = (weights if weights is not None else rewards.default_weights(str(row.get("task", "")))).get("ava", 0.0) != 0.0
             for text in group.texts:
-                scored = dict(row)
                 if uses_ava:
-                    result = ava_mod.verify(text, row, frames, times, ask=self.ask, rng=self.rng, trim_fraction=self.config.ava_trim_fraction)
-                    edits.append(result.edit or "none")
-                    if result.reasked is not None:
-                        scored["trimmed_completion"] = result.reasked
+                    edited = ava_mod.plan(text, row, frames, times, rng=self.rng, trim_fraction=self.config.ava_trim_fraction)
+                    edits.append(edited.edit if edited is not None else "none")
+                    if edited is not None:
+                        asks.append((len(completions), (row, edited.frames, edited.times)))
                 completions.append(text)
-                scored_rows.append(scored)
+                scored_rows.append(dict(row))
+        for (index, _), reply in zip(asks, self.ask_many([item for _, item in asks])):
+            scored_rows[index]["trimmed_completion"] = reply
         totals, components = rewards.combine(completions, scored_rows, weights)
         return torch.tensor(totals, dtype=torch.float32), components, edits
 
