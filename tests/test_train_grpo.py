@@ -149,6 +149,17 @@ def test_three_steps_train_and_log(task: str, tiny_model_dir: Path, exports, tmp
     assert log[1]["kl"] > 0  # after one update the policy has left the reference
 
 
+def test_several_iterations_per_rollout_use_the_old_policy(tiny_model_dir: Path, exports, tmp_path: Path) -> None:
+    """num_iterations = 2: the second update's ratio is policy / old policy (frozen at rollout), so it
+    leaves 1 and clipping can act; with one iteration the ratio is exactly 1."""
+    one = tmp_path / "one"
+    GRPORecipe(tiny_config(tiny_model_dir, exports["qa"], "qa", one, max_steps=1)).train()
+    two = tmp_path / "two"
+    GRPORecipe(tiny_config(tiny_model_dir, exports["qa"], "qa", two, max_steps=1, num_iterations=2, learning_rate=0.05)).train()
+    assert read_log(one)[0]["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and read_log(one)[0]["clip_fraction"] == 0.0
+    assert abs(read_log(two)[0]["ratio_mean"] - 1.0) > 1e-4
+
+
 # -- the video reaches the loss ---------------------------------------------------------------------
 def test_completion_logprobs_in_the_loss_pass_depend_on_the_frames(tiny_model_dir: Path, exports, tmp_path: Path) -> None:
     """Same prompt text, same completion tokens, different frames: the loss-pass log-probs differ.
