@@ -88,6 +88,7 @@ class GRPOConfig:
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.05
+    merge_lora: bool = True  # final/ = merged full model; the adapter goes to OUTPUT/adapter
     lora_target: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     # rollout engine
     rollout: str = "generate"  # generate | vllm
@@ -500,10 +501,16 @@ class GRPORecipe:
             shutil.rmtree(old, ignore_errors=True)
 
     def save_final(self) -> Path:
+        """OUTPUT/final: a model directory `hf:` and eval load directly (LoRA: merged when
+        `merge_lora`, the adapter itself kept in OUTPUT/adapter), as train sft writes it."""
         path = self.output_dir / "final"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            self.unwrapped.save_pretrained(path)
+            model = self.unwrapped
+            if self.config.lora and self.config.merge_lora:
+                model.save_pretrained(self.output_dir / "adapter")
+                model = model.merge_and_unload()
+            model.save_pretrained(path)
             self.processor.save_pretrained(path)
         return path
 
