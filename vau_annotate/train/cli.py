@@ -69,3 +69,35 @@ def sft(config: str = CONFIG_OPTION, overrides: Optional[List[str]] = OVERRIDES_
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
     out.print(f"trained {result.global_step} steps{resumed} in {result.seconds:.1f} s, mean loss {result.train_loss:.4f}")
     out.print(f"model: {result.final_dir}   log: {result.output_dir / 'log.jsonl'}")
+
+
+@train_app.command("grpo")
+def grpo(config: str = CONFIG_OPTION, overrides: Optional[List[str]] = OVERRIDES_ARGUMENT) -> None:
+    """GRPO with the papers' rewards on an exported grpo_* config, the video in every forward.
+
+    Recipes: grpo_vau_qwen2_5_vl_3b (VAU-R1), grpo_vad_r1_qwen2_5_vl_3b (AVA-GRPO), grpo_srvau_qwen2_5_vl_3b
+    (reflection RL), grpo_tiny. Exit status 3 when rows were rejected (see OUTPUT_DIR/rejects.jsonl).
+    Multi-GPU: `accelerate launch --config_file CONFIGS/accelerate/zero2.yaml -m vau_annotate.cli train grpo --config …`.
+    """
+    from vau_annotate.train.config import RecipeError
+
+    try:
+        from vau_annotate.train.grpo import GRPOConfig, GRPORecipe
+
+        recipe = GRPOConfig.load(config, list(overrides or []))
+    except ImportError as exc:
+        console.print(f"[red]train grpo needs the train extra (pip install 'vau-annotate[train]'): {exc.name} is missing[/red]")
+        raise typer.Exit(2) from None
+    except (RecipeError, ValueError, KeyError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        trainer = GRPORecipe(recipe)
+        final = trainer.train()
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        console.print(f"[red]train grpo stopped: {exc}[/red]")
+        raise typer.Exit(1) from None
+    out.print(f"trained {trainer.step} GRPO steps; model: {final}   log: {trainer.log_path}")
+    if trainer.rejected:
+        out.print(f"{trainer.rejected} row(s) rejected: {trainer.output_dir / 'rejects.jsonl'}")
+        raise typer.Exit(3)
