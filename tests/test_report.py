@@ -121,7 +121,10 @@ def test_page_in_headless_chromium(demo_run: Path, tmp_path: Path) -> None:
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("no Chromium on this machine (`apt-get install chromium`; .ci/run installs it)")
-    payload = collect(ReportInputs(run=demo_run))
+    # the demo run holds everything a report shows: its dataset, training logs and eval
+    payload = collect(ReportInputs(run=demo_run, dataset=demo_run / "dataset", trains=[demo_run / "train"], evals=[demo_run / "eval"]))
+    assert payload["dataset"]["counts"]["grpo_qa"]["test"] == 2 and payload["train"][0]["series"]["loss"]
+    assert payload["eval"][0]["metrics"]
     base = payload["records"]
     # Enough records for several pages: the run's own records, repeated under distinct ids.
     payload["records"] = [dict(r, id=f"{r['id']}~{i}") for i in range(4) for r in base]
@@ -130,7 +133,7 @@ def test_page_in_headless_chromium(demo_run: Path, tmp_path: Path) -> None:
     png = tmp_path / "report.png"
     seen = screenshot_report(html_path, png, chromium)
     assert seen["console_errors"] == [] and seen["page_errors"] == []
-    assert seen["plots"] >= 4
+    assert seen["plots"] >= 6  # distributions + training curves
     total = len(payload["records"])
     assert seen["records"] == min(25, total)
     assert seen["page_info"] == f"page 1 of {-(-total // 25)} · {total} records"

@@ -49,6 +49,7 @@ from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.prompts import load_prompt
 from vau_annotate.schemas import FrameSet, VideoRecord
 from vau_annotate.schemas.cot import Caption, CotRecord
+from vau_annotate.schemas.run import utc_now
 
 STAGE = "cot"
 ROLES = ("captioner", "reasoner")
@@ -132,6 +133,7 @@ def run_cot(run: Path, options: CotOptions) -> StageSummary:
     from vau_annotate.annotate.video import parse_policy
 
     options = replace(options, caption_policy=str(parse_policy(options.caption_policy)))  # the folder name of the frames
+    started = utc_now()
     rd = RunDir(run)
     manifest = rd.load_manifest()
     taxonomy = run_taxonomy(manifest)
@@ -151,7 +153,7 @@ def run_cot(run: Path, options: CotOptions) -> StageSummary:
         ledger.close()
     summary.add_run_counts(counts)
     hashes = {**rd.load_meta().prompt_hashes, **{n: load_prompt(n).hash for n in cot_prompt_names()}}
-    rd.record_stage(STAGE, options.recorded(), dict(summary.counts), prompt_hashes=hashes)
+    rd.record_stage(STAGE, options.recorded(), dict(summary.counts), started=started, prompt_hashes=hashes)
     return summary
 
 

@@ -25,6 +25,7 @@ The demo ends with a table of expected outcomes; its exit status is 0 when they 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,10 +44,14 @@ from vau_annotate.pipelines.demo_data import (
 from vau_annotate.pipelines.demo_show import (
     announce, farewell, show_calls, show_checks, show_examples, show_rejects, show_status, show_summary, step,
 )
+from vau_annotate.pipelines.report import ReportInputs, write_report
 from vau_annotate.pipelines.summary import StageSummary
 from vau_annotate.schemas.run import RejectRecord
 
 DEFAULT_RUN = Path("outputs/demo")
+DATASET_DIR, TRAIN_DIR, EVAL_DIR = "dataset", "train", "eval"
+DEMO_SPLIT, DEMO_SEED = "ratio:0.6,0.2,0.2", 5  # seed 5: 3 train videos, Explosion012 validation, Fighting003 (2 MCQs, a span) test
+TRAIN_STEPS = 3
 __all__ = ["CSV_NAME", "SOURCE_DIR", "DemoError", "DemoOptions", "DemoResult", "reset_run", "run_demo"]
 
 
@@ -141,11 +146,32 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
 
         step(console, "5. reflect", "the tiny base model answers (real inference) → recorded teacher reflects and revises → gates")
         show_summary(console, reflect(run, teacher, tiny, options.show_progress))
+        show_examples(console, run)
+        after = ledger_totals(run)
 
-    show_examples(console, run)
-    after = ledger_totals(run)
+        step(console, "6. export", "every config as a Hugging Face dataset (frames embedded), split by video")
+        exported = export_dataset(run, options.show_progress)
+        show_summary(console, exported.summary)
+
+        step(console, "7. train sft", f"{TRAIN_STEPS} SFT steps of the tiny model on p2c_sft (loss on the assistant's tokens only)")
+        sft = train_sft_steps(run, tiny)
+        resumed = f" — resumed from {sft.resumed_from}, nothing left to train" if sft.resumed_from else f", mean loss {sft.train_loss:.4f}"
+        console.print(f"{sft.global_step} steps{resumed}: {sft.final_dir}")
+
+        step(console, "8. train grpo", f"{TRAIN_STEPS} steps of video GRPO on grpo_qa from the SFT model (format + accuracy rewards)")
+        grpo = train_grpo_steps(run, sft.final_dir)
+        console.print(f"model: {grpo}")
+
+        step(console, "9. eval", "the GRPO model on the test split: QA (with and without think), grounding, classification")
+        evaluated = evaluate(run, grpo, options.show_progress)
+        show_summary(console, evaluated.summary)
+
+    step(console, "10. report", "one self-contained page over the run, the dataset, training and eval")
+    page = write_report(ReportInputs(run=run, dataset=run / DATASET_DIR, trains=[run / TRAIN_DIR], evals=[run / EVAL_DIR]))
+    console.print(f"report: {page}")
+
     result = DemoResult(checks=check_outcome(run), new_requests=after[0] - before[0], ledger_hits=after[1] - before[1])
-    step(console, "6. status", f"what `vau-annotate status --run {run}` reports")
+    step(console, "status", f"what `vau-annotate status --run {run}` reports")
     show_status(console, run)
     show_rejects(console, run)
     show_calls(console, result)
@@ -173,6 +199,42 @@ def reflect(run: Path, teacher: Path, tiny: Path, show_progress: bool) -> StageS
     return run_reflect(run, options)
 
 
+def export_dataset(run: Path, show_progress: bool) -> Any:
+    """Every config of the run as a dataset in RUN/dataset (3/1/1 videos for train/validation/test)."""
+    from vau_annotate.pipelines.export import ExportOptions, run_export
+    from vau_annotate.pipelines.export_write import SplitPlan
+
+    plan = SplitPlan.parse(DEMO_SPLIT, seed=DEMO_SEED)
+    return run_export(ExportOptions(runs=(run,), out=run / DATASET_DIR, split=plan, overwrite=True, show_progress=show_progress))
+
+
+def train_sft_steps(run: Path, tiny: Path) -> Any:
+    """The shipped tiny SFT recipe on the demo's p2c_sft config (resumes: a second demo trains no more)."""
+    from vau_annotate.train.sft import load_sft_recipe, train_sft
+
+    recipe = load_sft_recipe("sft_tiny", {"model": str(tiny), "dataset": str(run / DATASET_DIR), "dataset_config": "p2c_sft",
+                                          "output_dir": str(run / TRAIN_DIR / "sft"), "max_steps": TRAIN_STEPS})
+    return train_sft(recipe)
+
+
+def train_grpo_steps(run: Path, model: Path) -> Path:
+    """The shipped tiny GRPO recipe on grpo_qa, starting from the SFT model."""
+    from vau_annotate.train.grpo import GRPOConfig, run as run_grpo
+
+    config = GRPOConfig.load("grpo_tiny", {"model": str(model), "dataset": str(run / DATASET_DIR), "dataset_config": ["grpo_qa"],
+                                           "output_dir": str(run / TRAIN_DIR / "grpo"), "max_steps": TRAIN_STEPS, "resume": True})
+    return run_grpo(config)
+
+
+def evaluate(run: Path, model: Path, show_progress: bool) -> Any:
+    """`vau-annotate eval` of a checkpoint through `hf:` on the dataset's test split (its own ledger)."""
+    from vau_annotate.pipelines.evaluate import EvalOptions, run_eval
+
+    options = EvalOptions(data=str(run / DATASET_DIR), model=f"hf:{model}", out=run / EVAL_DIR, tasks=("qa", "tag", "cls"),
+                          max_pixels=REFLECT_PIXELS, max_tokens=BASE_MAX_TOKENS, concurrency=4, show_progress=show_progress)
+    return run_eval(options)
+
+
 @contextmanager
 def quiet_model_loading() -> Iterator[None]:
     """Switch off transformers' progress bars (writing and loading weights) while the demo runs.
@@ -185,13 +247,19 @@ def quiet_model_loading() -> Iterator[None]:
     except ImportError:
         yield
         return
+    import datasets
+
     enabled = hf_logging.is_progress_bar_enabled()
+    datasets_enabled = datasets.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+        if datasets_enabled:
+            datasets.enable_progress_bars()
 
 
 def ledger_totals(run: Path) -> tuple[int, int]:
@@ -231,7 +299,20 @@ def check_outcome(run: Path) -> list[Check]:
         Check("reflect accepted (repaired)", "9 (1)", f"{len(reflections)} ({sum(r.provenance.repaired for r in reflections)})"),
         Check("reflect rejects", "Explosion012_x264#qa0: failed gates revised-answer", reasons("reflect", lambda r: r.split(":")[0])),
         Check("base replies from real local inference", "10 of 10", base_inference(reflections, rejects)),
+        Check("dataset configs with rows", "9", str(sum(1 for d in (run / DATASET_DIR).glob("*/") if any(d.glob("*.parquet"))))),
+        Check("SFT steps logged", str(TRAIN_STEPS), str(logged_steps(run / TRAIN_DIR / "sft" / "log.jsonl"))),
+        Check("GRPO steps logged", str(TRAIN_STEPS), str(logged_steps(run / TRAIN_DIR / "grpo" / "log.jsonl"))),
+        Check("eval predictions (4 test items, with and without think)", "8", str(sum(1 for _ in open(run / EVAL_DIR / "predictions.jsonl", encoding="utf-8")) if (run / EVAL_DIR / "predictions.jsonl").exists() else 0)),
+        Check("report written", "yes", "yes" if (run / "report.html").is_file() else "no"),
     ]
+
+
+def logged_steps(log: Path) -> int:
+    """The last step a training log reached (0 when there is no log)."""
+    if not log.exists():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return max(steps, default=0)
 
 
 def base_inference(reflections: list[Any], rejects: list[RejectRecord]) -> str:

@@ -224,6 +224,7 @@ def sample_frames(run: Path, options: ReflectOptions, video_ids: set[str]) -> St
 
 def run_reflect(run: Path, options: ReflectOptions) -> StageSummary:
     """The whole stage: items → frames → (dry run: estimate) or base/teacher/gates per item."""
+    started = utc_now()
     rd = RunDir(run)
     gates = reflect_gates(options.gates).select(skip=options.skip_gates)
     items, skipped = build_items(rd.load_manifest(), options.tasks)
@@ -246,7 +247,7 @@ def run_reflect(run: Path, options: ReflectOptions) -> StageSummary:
     summary.add_run_counts(counts)
     meta = rd.load_meta()
     hashes = {**meta.prompt_hashes, **reflect_prompt_hashes(options.tasks)}
-    rd.record_stage(STAGE, options.recorded(), dict(summary.counts), prompt_hashes=hashes)
+    rd.record_stage(STAGE, options.recorded(), dict(summary.counts), started=started, prompt_hashes=hashes)
     return summary
 
 

@@ -313,10 +313,25 @@ def _train_log(folder: Path) -> dict[str, Any]:
                 continue
             if not isinstance(row, dict) or "step" not in row:
                 continue
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            for key, value in _numbers(row).items():
+                if key not in NOT_CURVES:
                     series.setdefault(key, []).append([row["step"], value])
     return {"path": str(folder), "series": series}
+
+
+NOT_CURVES = {"step", "time", "epoch", "rollout_s", "step_s", "rejected"}
+
+
+def _numbers(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric values of a log line, nested ones (e.g. per-reward components) as `outer.inner`."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
 
 
 def _eval_summary(folder: Path) -> dict[str, Any]:

@@ -519,14 +519,11 @@ class GRPORecipe:
 def load_rows(config: GRPOConfig) -> Any:
     """The exported GRPO rows of every configured dataset config, in a fixed order (a `datasets`
     table: rows are read, frames decoded, only when a step uses them)."""
-    from datasets import concatenate_datasets, load_dataset
+    from datasets import concatenate_datasets
 
-    # A local export is re-read into a cache inside the run's folder, not datasets' shared cache:
-    # two exports in folders of the same name (`out/export`, `/tmp/x/export`) were seen here to
-    # load each other's cached rows.
-    local = Path(config.dataset).exists()
-    options: dict[str, Any] = {"download_mode": "force_redownload", "cache_dir": str(Path(config.output_dir) / "cache")} if local else {}
-    parts = [load_dataset(config.dataset, name, split=config.split, **options) for name in config.dataset_config]
+    from vau_annotate.schemas.rows import load_export  # reads a local export's shards by path: never stale
+
+    parts = [load_export(config.dataset, name, split=config.split) for name in config.dataset_config]
     rows = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
     if len(rows) == 0:
         raise ValueError(f"{config.dataset} {config.dataset_config} split {config.split!r} has no rows")

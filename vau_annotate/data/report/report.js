@@ -28,11 +28,11 @@ function renderOverview() {
   const meta = DATA.meta || {}, status = DATA.status || {};
   document.getElementById("subtitle").textContent = `${DATA.run} · source ${meta.source ?? "?"} · created ${meta.created ?? "?"}`;
   let out = "<h2>Run</h2><div class='grid'>";
-  const stages = (meta.stages || []).map(s => [s.stage, s.started, seconds(s.started, s.finished),
+  const stages = (meta.stages || []).map(s => [s.stage, String(s.started || "").replace("T", " ").slice(0, 19), seconds(s.started, s.finished),
     Object.entries(s.counts || {}).map(([k, v]) => `${k}=${v}`).join(", ")]);
-  out += `<div class="card"><h3>Stages</h3>${table(["stage", "started", "time s", "counts"], stages, [2])}</div>`;
-  const usage = (status.usage || []).map(u => [u.stage, `${u.provider}:${u.model}`, u.requests, u.cache_hits, u.failed, u.input_tokens, u.output_tokens, u.cost]);
-  out += `<div class="card"><h3>Model calls, tokens, cost</h3>${usage.length ? table(["stage", "model", "calls", "cached", "failed", "tokens in", "tokens out", "cost $"], usage, [2, 3, 4, 5, 6, 7]) : "<p class='muted'>no model calls recorded</p>"}</div>`;
+  out += `<div class="card wide"><h3>Stages</h3>${table(["stage", "started", "time s", "counts"], stages, [2])}</div>`;
+  const usage = (status.usage || []).map(u => [u.stage, `${u.provider}:${String(u.model).split("/").pop()}`, u.requests, u.cache_hits, u.failed, u.input_tokens, u.output_tokens, u.cost]);
+  out += `<div class="card wide"><h3>Model calls, tokens, cost</h3>${usage.length ? table(["stage", "model", "calls", "cached", "failed", "tokens in", "tokens out", "cost $"], usage, [2, 3, 4, 5, 6, 7]) : "<p class='muted'>no model calls recorded</p>"}</div>`;
   const gates = DATA.gates || { accepted: {}, by_gate: {} };
   const gateRows = [];
   for (const [stage, byGate] of Object.entries(gates.by_gate || {}))
