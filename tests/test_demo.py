@@ -3,6 +3,8 @@ tells the user about the recorded teacher."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,3 +113,23 @@ def test_fresh_refuses_a_directory_the_demo_did_not_make(tmp_path: Path) -> None
     assert not made.exists()
     with pytest.raises(DemoError):
         reset_run(precious / "notes.txt")
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not os.environ.get("VAU_REAL_DATA"), reason="VAU_REAL_DATA is not set (a folder holding vtest.avi)")
+def test_demo_with_the_real_clip(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`make demo` with VAU_REAL_DATA: the real pedestrian clip (H.264 in AVI, 1280×720) goes through
+    every stage as a normal video, and every expected outcome still holds."""
+    real = Path(os.environ["VAU_REAL_DATA"])
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir), "--real-data", str(real)])
+    assert result.exit_code == 0, result.output[-3000:]
+    chain = CotRecord.model_validate_json((run / "cot" / "vtest.json").read_text())
+    assert chain.label == "normal" and chain.category == "Normal" and len(chain.captions) == 8
+    assert abs(chain.duration - 13.64) < 0.05  # probed from the real file, not from the CSV
+    frameset = json.loads(next((run / "frames" / "vtest").glob("uniform-16_*/frameset.json")).read_text())
+    assert frameset["width"] > frameset["height"]  # 1280×720 resized within the pixel budget, landscape kept
+    items = {p.name for p in (run / "reflect").glob("vtest_*.json")}
+    assert items == {"vtest_qa0.json", "vtest_tag.json"}
+    missing = CliRunner().invoke(app, ["demo", "--run", str(tmp_path / "other"), "--real-data", str(tmp_path)])
+    assert missing.exit_code == 2 and "holds no vtest.avi" in flat(missing.output)

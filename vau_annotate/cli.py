@@ -450,8 +450,9 @@ def demo(
     run: Path = typer.Option(Path("outputs/demo"), "--run", "-r", help="Run directory of the demo (running again resumes it)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete the demo's run directory first and start over."),
     tiny_model: Optional[Path] = typer.Option(None, "--tiny-model", help="A tiny model built by `tiny-model` (default: built under RUN)."),
+    real_data: Optional[Path] = typer.Option(None, "--real-data", help="A folder holding the real sample clip vtest.avi (`make demo` passes $VAU_REAL_DATA): it joins the dataset as a normal video."),
 ) -> None:
-    """The whole job offline on synthetic data: ingest → sample → build-cot → reflect → status.
+    """The whole job offline: ingest → sample → build-cot → reflect → export → train sft → train grpo → eval → report.
 
     The captioner, reasoner and teacher are a recorded stand-in (no model API is needed); the
     reflect base model is real local inference of a random-weight tiny Qwen2.5-VL. Exit status 0
@@ -466,7 +467,7 @@ def demo(
     if tiny_model is not None and not (tiny_model / "config.json").is_file():
         raise usage_error(f"--tiny-model {tiny_model} is not a model directory (no config.json); build one with `vau-annotate tiny-model DIR`")
     try:
-        result = run_demo(DemoOptions(run=run, tiny_model=tiny_model, fresh=fresh), out)
+        result = run_demo(DemoOptions(run=run, tiny_model=tiny_model, fresh=fresh, real_data=real_data), out)
     except DemoError as exc:
         raise usage_error(str(exc)) from None
     except RunStopped as exc:

@@ -39,7 +39,7 @@ from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.pipelines.demo_data import (
     BASE_MAX_TOKENS, CAPTION_BATCH, CAPTION_POLICY, CLIPS, CSV_NAME, REFLECT_PIXELS, SAMPLE_PIXELS, SAMPLE_POLICY,
-    SOURCE_DIR, TINY_DIR, ensure_tiny_model, install_teacher, write_source,
+    REAL_CLIP, SOURCE_DIR, TINY_DIR, ensure_tiny_model, install_teacher, load_clips, write_source,
 )
 from vau_annotate.pipelines.demo_show import (
     announce, farewell, show_calls, show_checks, show_examples, show_rejects, show_status, show_summary, step,
@@ -70,6 +70,7 @@ class DemoOptions:
     tiny_model: Path | None = None  # a prebuilt tiny model (tests reuse theirs); default: built under RUN
     fresh: bool = False
     show_progress: bool = True
+    real_data: Path | None = None  # a folder with the real clip vtest.avi (`make demo` passes $VAU_REAL_DATA)
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,17 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     if options.fresh:
         reset_run(run)
     run.mkdir(parents=True, exist_ok=True)
-    teacher = install_teacher(run)
+    if options.real_data is not None and not (options.real_data / REAL_CLIP).is_file():
+        raise DemoError(f"--real-data {options.real_data} holds no {REAL_CLIP}")
+    clips = load_clips(options.real_data)
+    teacher = install_teacher(run, clips)
     announce(console, run, teacher)
     before = ledger_totals(run)
 
-    step(console, "1. ingest", f"a VAU-Bench CSV with its real quirks, {len(CLIPS)} clips (one truncated)")
-    source = write_source(run / SOURCE_DIR)
+    real = [c.file for c in clips if c.real is not None]
+    step(console, "1. ingest", f"a VAU-Bench CSV with its real quirks, {len(clips)} clips (one truncated)"
+         + (f", the real clip {', '.join(real)} among them" if real else ""))
+    source = write_source(run / SOURCE_DIR, clips)
     show_summary(console, run_ingest(source="vau-bench", annotations=source.csv, videos=source.videos, run=run))
 
     step(console, "2. sample", f"{SAMPLE_POLICY} frames of every video, keyframe-aware, resized to a pixel budget")
@@ -170,7 +176,7 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     page = write_report(ReportInputs(run=run, dataset=run / DATASET_DIR, trains=[run / TRAIN_DIR], evals=[run / EVAL_DIR]))
     console.print(f"report: {page}")
 
-    result = DemoResult(checks=check_outcome(run), new_requests=after[0] - before[0], ledger_hits=after[1] - before[1])
+    result = DemoResult(checks=check_outcome(run, clips), new_requests=after[0] - before[0], ledger_hits=after[1] - before[1])
     step(console, "status", f"what `vau-annotate status --run {run}` reports")
     show_status(console, run)
     show_rejects(console, run)
@@ -275,8 +281,11 @@ def ledger_totals(run: Path) -> tuple[int, int]:
 # -- what the demo expects ------------------------------------------------------------------------
 
 
-def check_outcome(run: Path) -> list[Check]:
-    """The outcomes the recorded teacher was written to produce, read back from the run directory."""
+def check_outcome(run: Path, clips: tuple[Any, ...] = CLIPS) -> list[Check]:
+    """The outcomes the recorded teacher was written to produce, read back from the run directory.
+
+    The real clip (with VAU_REAL_DATA) is a normal video with one question: one more chain, two
+    more reflection items, no more rejects; it lands in the train split."""
     from vau_annotate.pipelines.runner import StageStore
     from vau_annotate.schemas.cot import CotRecord
     from vau_annotate.schemas.reflection import ReflectionRecord
@@ -286,19 +295,20 @@ def check_outcome(run: Path) -> list[Check]:
     cot = StageStore(rd, "cot").accepted(CotRecord)
     reflections = StageStore(rd, "reflect").accepted(ReflectionRecord)
     sampling = rd.frames_path("any", SAMPLE_POLICY, SAMPLE_PIXELS).name
+    extra = sum(1 for clip in clips if getattr(clip, "real", None) is not None)
 
     def reasons(stage: str, shorten: Callable[[str], str]) -> str:
         return "; ".join(sorted(f"{r.item}: {shorten(r.reason)}" for r in rejects if r.stage == stage)) or "none"
 
     return [
-        Check("videos ingested", str(len(CLIPS) - 1), str(len(rd.load_manifest()))),
+        Check("videos ingested", str(len(clips) - 1), str(len(rd.load_manifest()))),
         Check("ingest rejects", "msad_Robbery_9.mp4: truncated or corrupt", reasons("ingest", lambda r: r.split(":")[0])),
-        Check(f"videos sampled ({SAMPLE_POLICY})", str(len(CLIPS) - 1), str(len(rd.sampled_video_ids().get(sampling, ())))),
-        Check("build-cot accepted (repaired)", "4 (1)", f"{len(cot)} ({sum(bool(r.provenance.repaired_parts) for r in cot)})"),
+        Check(f"videos sampled ({SAMPLE_POLICY})", str(len(clips) - 1), str(len(rd.sampled_video_ids().get(sampling, ())))),
+        Check("build-cot accepted (repaired)", f"{4 + extra} (1)", f"{len(cot)} ({sum(bool(r.provenance.repaired_parts) for r in cot)})"),
         Check("build-cot rejects", "Traffic_accident_7: failed gates: neutrality", reasons("cot", lambda r: r)),
-        Check("reflect accepted (repaired)", "9 (1)", f"{len(reflections)} ({sum(r.provenance.repaired for r in reflections)})"),
+        Check("reflect accepted (repaired)", f"{9 + 2 * extra} (1)", f"{len(reflections)} ({sum(r.provenance.repaired for r in reflections)})"),
         Check("reflect rejects", "Explosion012_x264#qa0: failed gates revised-answer", reasons("reflect", lambda r: r.split(":")[0])),
-        Check("base replies from real local inference", "10 of 10", base_inference(reflections, rejects)),
+        Check("base replies from real local inference", f"{10 + 2 * extra} of {10 + 2 * extra}", base_inference(reflections, rejects)),
         Check("dataset configs with rows", "9", str(sum(1 for d in (run / DATASET_DIR).glob("*/") if any(d.glob("*.parquet"))))),
         Check("SFT steps logged", str(TRAIN_STEPS), str(logged_steps(run / TRAIN_DIR / "sft" / "log.jsonl"))),
         Check("GRPO steps logged", str(TRAIN_STEPS), str(logged_steps(run / TRAIN_DIR / "grpo" / "log.jsonl"))),

@@ -19,6 +19,8 @@ from vau_annotate.annotate.rundir import atomic_write_text
 from vau_annotate.annotate.synth import make_clip
 
 TEACHER_SCRIPT = "demo_teacher.json"  # package data: vau_annotate/data/
+REAL_TEACHER_SCRIPT = "demo_teacher_real.json"  # the recorded replies about the real clip
+REAL_CLIP = "vtest.avi"  # the real sample clip (OpenCV's pedestrian scene) in $VAU_REAL_DATA
 CLIPS_FILE = "demo_clips.json"
 SOURCE_DIR = "source"
 CSV_NAME = "vau_bench_demo.csv"
@@ -62,6 +64,7 @@ class DemoClip:
     reasoning: str
     questions: tuple[Question, ...]
     truncated: bool = False
+    real: Path | None = None  # a real video file to copy instead of a synthetic clip (VAU_REAL_DATA)
 
 
 
@@ -74,15 +77,21 @@ class SourceFiles:
     videos: Path
 
 
-def write_source(root: Path) -> SourceFiles:
+def write_source(root: Path, clips: tuple[DemoClip, ...]) -> SourceFiles:
     """The demo dataset under `root`: clips that already exist are kept (they are deterministic)."""
     videos = root / "videos"
-    for clip in CLIPS:
+    for clip in clips:
         target = videos / clip.file
-        if not target.exists():
+        if target.exists():
+            continue
+        if clip.real is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(clip.real, target.with_suffix(".partial"))
+            target.with_suffix(".partial").replace(target)
+        else:
             write_clip(clip, target, root / ".partial")
     csv_path = root / CSV_NAME
-    atomic_write_text(csv_path, annotation_csv(CLIPS))
+    atomic_write_text(csv_path, annotation_csv(clips))
     return SourceFiles(csv_path, videos)
 
 
@@ -119,15 +128,22 @@ def annotation_csv(clips: tuple[DemoClip, ...]) -> str:
 # -- the models ------------------------------------------------------------------------------------
 
 
-def teacher_script() -> Path:
-    """The recorded teacher shipped with the package."""
-    return Path(str(resources.files("vau_annotate.data").joinpath(TEACHER_SCRIPT)))
+def teacher_script(name: str = TEACHER_SCRIPT) -> Path:
+    """A recorded teacher script shipped with the package."""
+    return Path(str(resources.files("vau_annotate").joinpath(f"data/{name}")))
 
 
-def install_teacher(run: Path) -> Path:
-    """A copy of the recorded script in the run directory, so the run shows what answered it."""
+def install_teacher(run: Path, clips: tuple[DemoClip, ...]) -> Path:
+    """A copy of the recorded script in the run directory, so the run shows what answered it.
+
+    With the real clip, its replies come first: the mock backend's first matching rule answers, and
+    one synthetic rule ("The correct answer is normal") would match the real clip's request too.
+    """
+    rules = json.loads(teacher_script().read_text(encoding="utf-8"))
+    if any(clip.real is not None for clip in clips):
+        rules = json.loads(teacher_script(REAL_TEACHER_SCRIPT).read_text(encoding="utf-8")) + rules
     target = run / "recorded_teacher.json"
-    atomic_write_text(target, teacher_script().read_text(encoding="utf-8"))
+    atomic_write_text(target, json.dumps(rules, indent=1, ensure_ascii=False) + "\n")
     return target.resolve()
 
 
@@ -144,14 +160,21 @@ def ensure_tiny_model(directory: Path) -> Path:
     return directory.resolve()
 
 
-def load_clips() -> tuple[DemoClip, ...]:
-    """The demo dataset as shipped in `data/demo_clips.json`."""
-    text = resources.files("vau_annotate").joinpath(f"data/{CLIPS_FILE}").read_text(encoding="utf-8")
-    clips = []
-    for entry in json.loads(text)["clips"]:
-        questions = tuple(Question(q["text"], tuple(q["options"]), q["correct"]) for q in entry.pop("questions"))
-        clips.append(DemoClip(**entry, questions=questions))
+def _clip(entry: dict, real: Path | None = None) -> DemoClip:
+    entry = dict(entry)
+    questions = tuple(Question(q["text"], tuple(q["options"]), q["correct"]) for q in entry.pop("questions"))
+    return DemoClip(**entry, questions=questions, real=real)
+
+
+def load_clips(real_data: Path | None = None) -> tuple[DemoClip, ...]:
+    """The demo dataset as shipped in `data/demo_clips.json`, plus the real clip when `real_data`
+    (the folder of `$VAU_REAL_DATA`) holds it."""
+    data = json.loads(resources.files("vau_annotate").joinpath(f"data/{CLIPS_FILE}").read_text(encoding="utf-8"))
+    clips = [_clip(entry) for entry in data["clips"]]
+    real = data["real_clip"]
+    if real_data is not None and (real_data / real["file"]).is_file():
+        clips.append(_clip(real, real_data / real["file"]))
     return tuple(clips)
 
 
-CLIPS: tuple[DemoClip, ...] = load_clips()
+CLIPS: tuple[DemoClip, ...] = load_clips()  # the synthetic dataset alone
