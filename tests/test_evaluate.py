@@ -377,3 +377,23 @@ def test_an_all_normal_split_has_no_grounding_and_says_so(tmp_path, monkeypatch)
     assert detection["n"] == 3 and detection["accuracy"] == pytest.approx(1 / 3) and detection["precision"] == 0.0
     assert result.metrics["p2c"]["grounding"] == {"miou": None, "r@0.3": None, "r@0.5": None, "r@0.7": None, "n": 0}
     assert "| 33.3 | 0.0 |" in (tmp_path / "eval" / "metrics.md").read_text() and "| - | - | - | - |" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_batch_api_gives_the_same_metrics(dataset, tmp_path, peer):
+    """`eval --batch`: model and judge calls go through the Batch API peer; the metrics equal those of
+    the synchronous run, and the re-asks (judge repair) go out in later rounds."""
+    from peers.batch_server import BatchPeer, completion
+
+    from vau_annotate.pipelines.models import ModelAccess
+
+    def answer(body: dict) -> tuple[int, dict]:
+        return 200, completion(respond(Received("POST", "/v1/chat/completions", {}, body)).text)
+
+    sync_out, batch_out = tmp_path / "sync", tmp_path / "batch"
+    run_eval(options(dataset, sync_out, peer))
+    with BatchPeer(answer) as batch_peer:
+        run_eval(options(dataset, batch_out, batch_peer, access=ModelAccess(batch=True, batch_poll_s=0.05)))
+        assert len(batch_peer.created) >= 2 and sum(len(u) for u in batch_peer.uploads) >= 20
+    sync_m, batch_m = (json.loads((out / "metrics.json").read_text()) for out in (sync_out, batch_out))
+    for section in ("qa", "tag", "cls", "p2c", "reflect", "reasoning"):
+        assert batch_m[section] == sync_m[section], section

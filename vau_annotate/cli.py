@@ -506,6 +506,8 @@ def evaluate(
     retry_failed: bool = RETRY_FAILED_OPTION,
     video_mode: str = VIDEO_MODE_OPTION,
     timeout: float = TIMEOUT_OPTION,
+    batch: bool = BATCH_OPTION,
+    batch_poll: float = BATCH_POLL_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the calls, tokens and cost the evaluation would make; call nothing."),
 ) -> None:
     """Evaluate a model with the metrics of VAU-R1, Vad-R1 and SRVAU-R1 (and VAU-Eval / pairwise judges).
@@ -534,7 +536,7 @@ def evaluate(
         if task_name not in TASKS or not name:
             raise usage_error(f"--config {entry}: expected TASK=CONFIG with TASK one of {', '.join(TASKS)}")
         configs[task_name] = name
-    access = _model_access(prices, retry_failed, video_mode, timeout)
+    access = _model_access(prices, retry_failed, video_mode, timeout, batch=batch, batch_poll=batch_poll)
     try:
         for spec in (model, judge, pairwise):
             if spec is not None:
