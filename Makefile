@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv demo test test-fast bench clean
-.PHONY: vllm-venv test-vllm
+.PHONY: vllm-venv test-vllm lmms-venv test-lmms
 
 venv: $(VENV)/.installed
 
@@ -60,5 +60,20 @@ $(VLLM_VENV)/.installed: pyproject.toml vau_annotate/data/vllm_cpu_fix.py
 test-vllm: vllm-venv
 	VAU_VLLM_TEST=1 $(VLLM_BIN)/python -m pytest -q tests/vllm
 
+# lmms-eval in its own environment: it pins PyAV 15 (the tool uses 18's rotation handling) and pulls
+# wandb, so it stays out of .venv. The test runs in .venv and drives lmms-eval's TaskManager there.
+LMMS_VENV ?= .venv-lmms
+
+lmms-venv: $(LMMS_VENV)/.installed
+
+$(LMMS_VENV)/.installed: pyproject.toml
+	test -x $(LMMS_VENV)/bin/python || $(PY) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/pip install -q 'torch==2.14.1' 'lmms-eval==0.7.3'
+	$(LMMS_VENV)/bin/python -c 'import lmms_eval.tasks'
+	touch $@
+
+test-lmms: venv lmms-venv
+	LMMS_EVAL_PYTHON=$(abspath $(LMMS_VENV))/bin/python $(BIN)/python -m pytest -q tests/test_evaluate_lmms.py
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) outputs/demo .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(LMMS_VENV) outputs/demo .pytest_cache
