@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from vau_annotate.annotate.checks.common import count_words, split_sentences
-from vau_annotate.annotate.rundir import RunDir, atomic_write_text
+from vau_annotate.annotate.rundir import RunDir, atomic_write_text, safe_name
 from vau_annotate.annotate.tags import temporal_iou
 from vau_annotate.pipelines.status import collect_status
 
@@ -139,7 +139,7 @@ class _Thumbnails:
 
     def strip(self, video_id: str, policy: str | None = None, max_pixels: int | None = None) -> str | None:
         """Key of the video's frame strip in `table`, or None when it was never sampled."""
-        folder = self.rd.frames_dir / _safe(video_id)
+        folder = self.rd.frames_dir / safe_name(video_id)
         if not folder.is_dir():
             return None
         sets = sorted(p for p in folder.glob("*/frameset.json"))
@@ -157,12 +157,6 @@ class _Thumbnails:
                 for t, p in zip(frameset["timestamps"], frameset["paths"])
             ]
         return key
-
-
-def _safe(video_id: str) -> str:
-    from vau_annotate.annotate.rundir import safe_name
-
-    return safe_name(video_id)
 
 
 def _thumbnail(path: Path) -> str:
