@@ -20,3 +20,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vau_annotate.train.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """One complete run made by the offline demo (ingest → … → export → train → eval → report), shared
+    read-only by the tests of export, formats, the Hub push, lmms-eval and the report."""
+    from typer.testing import CliRunner
+
+    from vau_annotate.cli import app
+
+    run = tmp_path_factory.mktemp("demo-run") / "run"
+    result = CliRunner().invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output[-3000:]
+    return run

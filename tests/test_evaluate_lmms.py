@@ -19,7 +19,6 @@ import pytest
 import yaml
 from eval_fixtures import write_exported
 from test_evaluate import CLS, QA, REFLECT, TAG, dataset_rows
-from test_export import demo_run  # noqa: F401  (session fixture: a real run made by the offline demo)
 
 from vau_annotate.pipelines import eval_lmms_hooks as hooks
 from vau_annotate.pipelines.formats.lmms_eval import LmmsEvalError, write_lmms_eval_task

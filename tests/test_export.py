@@ -32,15 +32,6 @@ def flat(output: str) -> str:
     return " ".join(output.replace("│", " ").split())
 
 
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """A complete small run made by the pipeline itself (ingest → sample → build-cot → reflect)."""
-    run = tmp_path_factory.mktemp("export-demo") / "run"
-    result = CliRunner().invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir)])
-    assert result.exit_code == 0, result.output
-    return run
-
-
 def export(*args: str) -> object:
     return CliRunner().invoke(app, ["export", *args])
 

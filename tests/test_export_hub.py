@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from peers.hub_server import HubPeer
-from test_export import demo_run, flat, rows_of  # noqa: F401  (session fixture shared with test_export)
+from test_export import flat, rows_of
 from vau_annotate.cli import app
 from vau_annotate.schemas.rows import CONFIGS
 

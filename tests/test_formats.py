@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from test_export import demo_run  # noqa: F401  (session fixture shared with test_export)
 from vau_annotate.annotate.classes import default_taxonomy
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.annotate.sources import vad_reasoning, vau_bench

@@ -25,14 +25,6 @@ def find_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    run = tmp_path_factory.mktemp("report") / "run"
-    result = CliRunner().invoke(app, ["demo", "--run", str(run), "--tiny-model", str(tiny_model_dir)])
-    assert result.exit_code == 0, result.output
-    return run
-
-
 def test_payload_matches_the_run_files(demo_run: Path) -> None:
     payload = collect(ReportInputs(run=demo_run))
     cot_files = [p for p in (demo_run / "cot").glob("*.json") if not p.name.endswith(".rejected.json")]

@@ -6,7 +6,6 @@ import json
 from collections import Counter
 from typing import Any
 
-from vau_annotate.annotate.ledger import Ledger
 from vau_annotate.annotate.rundir import RunDir
 from vau_annotate.pipelines.reflect_items import TASKS
 from vau_annotate.pipelines.runner import StageStore

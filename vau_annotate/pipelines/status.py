@@ -62,9 +62,7 @@ def pending_batches(ledger_path: Path) -> list[dict[str, Any]]:
 
 
 def _ledger_status(rd: RunDir) -> dict[str, Any]:
-    """Calls, cache hits, tokens, cost and failures as recorded in the ledger."""
-    from vau_annotate.annotate.ledger import Ledger
-
+    """Calls, cache hits, tokens, cost and failures as recorded in the run's ledgers (all shards')."""
     ledger = rd.open_ledger()
     try:
         out: dict[str, Any] = {"usage": ledger.usage_summary()}
