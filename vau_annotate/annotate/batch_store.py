@@ -114,21 +114,12 @@ class BatchStore:
         row = self._conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
         return BatchJob(*row) if row else None
 
-    def jobs(self, provider: str | None = None, model: str | None = None, base_url: str | None = None) -> list[BatchJob]:
-        rows = self._conn.execute("SELECT * FROM batches ORDER BY created").fetchall()
-        jobs = [BatchJob(*row) for row in rows]
-        return [j for j in jobs if (provider is None or j.provider == provider) and (model is None or j.model == model)
-                and (base_url is None or j.base_url == base_url)]
-
     def latest_batch_of(self, custom_id: str) -> str | None:
         """The most recent job that carries this request (a request may be resubmitted after an expiry)."""
         row = self._conn.execute(
             "SELECT batch_id FROM batch_requests WHERE custom_id = ? ORDER BY seq DESC LIMIT 1", (custom_id,)
         ).fetchone()
         return row[0] if row else None
-
-    def custom_ids(self, batch_id: str) -> list[str]:
-        return [r[0] for r in self._conn.execute("SELECT custom_id FROM batch_requests WHERE batch_id = ?", (batch_id,))]
 
 
 def batch_summary(path: str | os.PathLike[str], *, pending_only: bool = False) -> list[dict[str, Any]]:
