@@ -19,7 +19,9 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,13 +100,34 @@ def shard_file(run: Path, stage: str, shard: Shard, suffix: str) -> Path:
     return run / SHARDS_DIR / f"{stage}-{shard.tag}.{suffix}"
 
 
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Temp file + rename: a driver polling the shard files never reads one half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(value, fh, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def claim(run: Path, stage: str, shard: Shard, options: dict[str, Any]) -> None:
     """Record this shard's options; refuse if a sibling shard of the stage ran with others or another N."""
     folder = run / SHARDS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     wanted = json.loads(json.dumps(options, default=str))
     for path in sorted(folder.glob(f"{stage}-*-of-*.json")):
-        other = json.loads(path.read_text(encoding="utf-8"))
+        other = _read_json(path)
+        if other is None:
+            continue
         if other["count"] != shard.count:
             raise ShardError(f"{stage} already ran as {other['count']} shards ({path.name}); this run asks for {shard.count}: "
                              f"use --shard I/{other['count']}, or a new run directory")
@@ -112,17 +135,16 @@ def claim(run: Path, stage: str, shard: Shard, options: dict[str, Any]) -> None:
             differ = sorted(k for k in set(other["options"]) | set(wanted) if other["options"].get(k) != wanted.get(k))
             raise ShardError(f"shard {shard} of {stage} has other options than shard {other['index']}/{other['count']} "
                              f"({', '.join(differ)}): every shard of a stage must run the same command")
-    target = shard_file(run, stage, shard, "json")
-    target.write_text(json.dumps({"stage": stage, "index": shard.index, "count": shard.count, "options": wanted}, indent=1), encoding="utf-8")
+    _write_json(shard_file(run, stage, shard, "json"), {"stage": stage, "index": shard.index, "count": shard.count, "options": wanted})
     shard_file(run, stage, shard, "done").unlink(missing_ok=True)
 
 
 def finish(run: Path, stage: str, shard: Shard, counts: dict[str, Any], complete: bool) -> None:
     """Store the shard's counts; write its completion marker when nothing of its share is left pending."""
     path = shard_file(run, stage, shard, "json")
-    state = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stage": stage, "index": shard.index, "count": shard.count, "options": {}}
+    state = _read_json(path) or {"stage": stage, "index": shard.index, "count": shard.count, "options": {}}
     state["counts"] = counts
-    path.write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    _write_json(path, state)
     if complete:
         shard_file(run, stage, shard, "done").write_text("", encoding="utf-8")
 
@@ -130,9 +152,9 @@ def finish(run: Path, stage: str, shard: Shard, counts: dict[str, Any], complete
 def finish_hashes(run: Path, stage: str, shard: Shard, hashes: dict[str, str]) -> None:
     """Keep the prompt hashes a shard used, for `merge` to put into run.json."""
     path = shard_file(run, stage, shard, "json")
-    state = json.loads(path.read_text(encoding="utf-8"))
+    state = _read_json(path) or {"stage": stage, "index": shard.index, "count": shard.count, "options": {}}
     state["prompt_hashes"] = hashes
-    path.write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    _write_json(path, state)
 
 
 def shard_states(run: Path) -> dict[str, dict[str, Any]]:
@@ -142,7 +164,9 @@ def shard_states(run: Path) -> dict[str, dict[str, Any]]:
     if not folder.is_dir():
         return out
     for path in sorted(folder.glob("*-of-*.json")):
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = _read_json(path)
+        if state is None:  # gone or unreadable between glob and read: the next poll sees it
+            continue
         entry = out.setdefault(state["stage"], {"count": state["count"], "started": [], "done": [], "counts": {},
                                                 "options": state.get("options", {}), "prompt_hashes": {}})
         entry["started"].append(state["index"])
