@@ -60,10 +60,7 @@ def usage_error(message: str) -> typer.Exit:
 
 
 def finish(summary: StageSummary, run: Path) -> None:
-    table = Table(title=f"{summary.stage}: {run}", show_header=False)
-    for key, value in summary.counts.items():
-        table.add_row(key, str(value))
-    out.print(table)
+    out.print(summary.counts_table(f"{summary.stage}: {run}"))
     for note in summary.notes:
         console.print(note)
     if summary.rejected:
@@ -704,10 +701,7 @@ def _drive_shards(args: list[str], run: Path, count: int, executor: str, ray_add
     out.print(table)
     summary, _ = merge_run(run)
     code = worst_exit(results)
-    table = Table(title=f"merge: {run}", show_header=False)
-    for key, value in summary.counts.items():
-        table.add_row(key, str(value))
-    out.print(table)
+    out.print(summary.counts_table(f"merge: {run}"))
     for note in summary.notes:
         console.print(note)
     raise typer.Exit(code=code or summary.exit_code)
@@ -791,10 +785,7 @@ def export(
             raise typer.Exit(code=1) from None
         result.summary.notes.append(f"pushed {pushed.files} file(s) to {pushed.url} (commit {pushed.commit[:12]})")
     summary = result.summary
-    table = Table(title=f"export: {out_dir}", show_header=False)
-    for key, value in summary.counts.items():
-        table.add_row(key, str(value))
-    out.print(table)
+    out.print(summary.counts_table(f"export: {out_dir}"))
     for note in summary.notes:
         console.print(note)
     if summary.rejected:

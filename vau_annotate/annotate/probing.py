@@ -1,16 +1,7 @@
 """Video probing: what a file holds (frames, timestamps, keyframes, size, rotation), read without full decoding.
 
-Conventions used by this module and the decoders (see video.py for the whole picture):
-
-- A *frame index* is the position of a frame in presentation order, 0-based, counting every
-  frame the container stores (one packet = one frame).
-- A frame's *timestamp* is its presentation time in seconds relative to the first frame:
-  ``(pts - first_pts) * time_base``. Streams whose first pts is not 0 (MPEG-TS, edited MP4)
-  therefore still start at 0.0, which is what annotation spans are measured against.
-- Every decoder returns RGB ``uint8`` arrays of shape ``(height, width, 3)`` in *display
-  orientation*: a file whose display matrix (MP4 `tkhd` matrix / rotate tag, as phones write it)
-  says "rotate by 90°" comes out rotated, the way a player shows it, and `VideoInfo.width` /
-  `height` are that displayed size.
+Frame indices, timestamps and display orientation follow the conventions written down once in
+video.py's docstring.
 """
 
 from __future__ import annotations

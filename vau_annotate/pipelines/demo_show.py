@@ -44,10 +44,7 @@ def step(console: Console, title: str, what: str) -> None:
 
 def show_summary(console: Console, summary: StageSummary) -> None:
     """A stage's counts and notes, as the CLI command would print them."""
-    table = Table(title=summary.stage, show_header=False)
-    for key, value in summary.counts.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    console.print(summary.counts_table())
     for note in summary.notes:
         console.print(note)
     if summary.rejected:

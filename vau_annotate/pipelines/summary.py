@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
+from rich.table import Table
+
 if TYPE_CHECKING:
     from vau_annotate.annotate.engine import Estimate
     from vau_annotate.pipelines.runner import RunCounts
@@ -23,6 +25,13 @@ class StageSummary:
         """0 when every item in scope is done and accepted; 3 ("partial") when any stands rejected
         (from this invocation or an earlier one) or is still pending after a transient failure."""
         return 3 if self.rejected or self.pending else 0
+
+    def counts_table(self, title: str | None = None) -> Table:
+        """The counts as a two-column table, the way every command prints its summary."""
+        table = Table(title=title or self.stage, show_header=False)
+        for key, value in self.counts.items():
+            table.add_row(key, str(value))
+        return table
 
     def add_run_counts(self, counts: RunCounts) -> None:
         """A model-backed stage's item counts, calls and cost (from the StageRunner), and its state."""
