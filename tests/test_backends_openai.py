@@ -187,3 +187,66 @@ def test_64_concurrent_calls_overlap(peer: OpenAIPeer) -> None:
     results = run(backend_for(peer), *(ask(f"q{i}") for i in range(64)))
     assert all(isinstance(r, Result) for r in results)
     assert peer.script.calls == 64 and not together.broken
+
+def test_chat_calls_carry_the_sdks_headers_and_organization(peer: OpenAIPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chat POST skips the SDK's request pipeline but not what the SDK would have sent."""
+    import openai
+
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-peer-test")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_peer_test")
+    peer.script.push(Reply("ok"))
+    [result] = run(backend_for(peer), ask())
+    assert isinstance(result, Result) and result.text == "ok"
+    headers = peer.script.last.headers
+    assert headers["authorization"] == f"Bearer {KEY}"
+    assert headers["openai-organization"] == "org-peer-test" and headers["openai-project"] == "proj_peer_test"
+    assert headers["user-agent"] == f"AsyncOpenAI/Python {openai.__version__}"
+    assert headers["content-type"] == "application/json" and headers["x-stainless-lang"] == "python"
+    assert peer.script.last.path == "/v1/chat/completions"
+
+
+def test_one_backend_serves_successive_event_loops(peer: OpenAIPeer) -> None:
+    """Pipelines call asyncio.run more than once on one backend: each loop gets its own session."""
+    import asyncio
+
+    backend = backend_for(peer)
+    peer.script.push(Reply("first"), Reply("second"))
+    first = asyncio.run(backend.generate(ask("one")))
+    second = asyncio.run(backend.generate(ask("two")))
+    asyncio.run(backend.aclose())
+    assert (first.text, second.text) == ("first", "second")
+
+
+def test_environment_proxy_is_used_and_no_proxy_bypasses_it(peer: OpenAIPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured as the SDK's httpx honours it (read once, not per request)."""
+    from vau_annotate.annotate.backends.openai_http import env_proxy
+
+    monkeypatch.setenv("HTTP_PROXY", peer.base_url.rsplit("/v1", 1)[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    # nothing listens at 127.0.0.2:9: only a request through the proxy (the peer) can be answered
+    peer.script.push(Reply("via the proxy"))
+    [answer] = run(load_backend("openai:m@http://127.0.0.2:9/v1", timeout=5.0), ask())
+    assert isinstance(answer, Result) and answer.text == "via the proxy"
+    assert peer.script.last.target == "http://127.0.0.2:9/v1/chat/completions"  # absolute form: a proxy request
+    monkeypatch.setenv("NO_PROXY", "127.0.0.2")
+    assert env_proxy("http://127.0.0.2:9/v1/chat/completions") is None
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (502, b"<html>Bad Gateway</html>", (ErrorClass.RETRYABLE, "server_error", "openai 502: <html>Bad Gateway</html>")),
+    (429, b'{"error": {"message": "quota gone", "type": "insufficient_quota", "code": null}}',
+     (ErrorClass.FATAL, "quota", "openai 429: quota gone")),
+    (400, b'{"message": "flat body", "code": "data_inspection_failed"}',
+     (ErrorClass.PERMANENT, "moderation", "openai 400 data_inspection_failed: flat body")),
+    (401, b'{"error": "Incorrect API key provided: sk-test-SECRET0123456789abcdef"}',
+     (ErrorClass.FATAL, "auth", "openai 401: Incorrect API key provided: *** (check $OPENAI_API_KEY)")),
+])
+def test_error_bodies_of_every_shape_are_classified_like_the_sdk(status: int, body: bytes, expected: tuple[Any, ...]) -> None:
+    """A proxy's HTML page, OpenAI's envelope with a null code, a flat body, a bare string."""
+    from vau_annotate.annotate.backends.openai_http import ChatPoster
+
+    poster = ChatPoster("http://127.0.0.1:9/v1", {}, connect_timeout=1.0, secret=KEY, api_key_env="OPENAI_API_KEY")
+    error = poster._status_error(status, body, {})
+    error_class, code, text = expected
+    assert (error.error_class, error.code, error.status, str(error)) == (error_class, code, status, text)

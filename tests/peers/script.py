@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class Received:
     headers: dict[str, str]
     body: Any
     at: float = field(default_factory=time.monotonic)
+    target: str = ""  # the request line's target as sent: absolute-form (`http://host/path`) through a proxy
 
 
 class Script:
@@ -231,7 +233,10 @@ def _read_request(handler: _Handler) -> Received:
     except ValueError:
         body = raw.decode("utf-8", "replace")
     headers = {k.lower(): v for k, v in handler.headers.items()}
-    return Received(method=handler.command, path=handler.path, headers=headers, body=body)
+    # a server must accept the absolute form a client sends to a proxy (RFC 9112 §3.2.2)
+    split = urllib.parse.urlsplit(handler.path)
+    path = (split.path + (f"?{split.query}" if split.query else "")) if split.scheme else handler.path
+    return Received(method=handler.command, path=path, headers=headers, body=body, target=handler.path)
 
 
 def _send_json(handler: _Handler, status: int, headers: dict[str, str], payload: Any) -> None:

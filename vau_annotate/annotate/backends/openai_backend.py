@@ -23,11 +23,6 @@ from typing import Any, Literal
 
 import openai
 
-try:  # the HTTP library the SDK is built on: httpx2 from openai 3 on, httpx before
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    import httpx as _http  # type: ignore[no-redef]
-
 from vau_annotate.annotate.backends._hosted import MODERATION_CODES, b64, data_url, parse_retry_after, resolve_api_key, scrub
 from vau_annotate.annotate.backends.base import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -42,6 +37,7 @@ from vau_annotate.annotate.backends.base import (
     VideoPart,
     read_timeout_for,
 )
+from vau_annotate.annotate.backends.openai_http import ChatPoster
 from vau_annotate.annotate.backends.registry import ModelSpec
 
 VideoMode = Literal["video_url", "images"]
@@ -98,11 +94,12 @@ class OpenAIBackend:
         self.frame_timestamps = frame_timestamps
         self._api_key_env = api_key_env
         self._secret = api_key
-        # connect bounded here; reading is bounded per call (asyncio.timeout in generate)
+        # connect bounded here; reading is bounded per call (asyncio.timeout in generate). The SDK
+        # client serves Files/Batches (--batch) and gives the chat path its URL and headers.
         http_timeout = openai.Timeout(None, connect=self.connect_timeout)
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=http_timeout, http_client=_http_client(http_timeout)
-        )
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=http_timeout)
+        self._chat = ChatPoster(str(self._client.base_url), sdk_headers(self._client), connect_timeout=self.connect_timeout,
+                                secret=api_key, api_key_env=api_key_env)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, video_mode={self.video_mode!r})"
@@ -112,22 +109,17 @@ class OpenAIBackend:
         budget = read_timeout_for(request, self.timeout)
         started = time.perf_counter()
         try:
-            # httpx's timeout bounds each phase; this bounds the whole call, e.g. a trickling server.
-            # The SDK's low-level `post` (its documented route to an endpoint without the typed
-            # wrappers) keeps auth, base URL, timeouts and error classes, but skips transforming the
-            # body and building a pydantic model of the answer on every call — at 64 calls in
-            # flight that per-call CPU, not the network, is what caps throughput on a small machine.
+            # the session bounds connecting; this bounds the whole call, e.g. a trickling server.
+            # The POST itself skips the SDK's per-call request pipeline (see openai_http.py: that
+            # CPU, not the network, capped throughput at 64 calls in flight on a small machine).
             async with asyncio.timeout(budget):
-                response = await self._client.post("/chat/completions", body=kwargs, cast_to=_http.Response)
-                completion = json.loads(await response.aread())
+                completion = await self._chat.post(kwargs)
         except (asyncio.TimeoutError, TimeoutError):
             raise BackendError(f"openai: no answer within {budget:g} s", ErrorClass.RETRYABLE, code="timeout") from None
-        except (openai.OpenAIError, json.JSONDecodeError) as exc:
-            # `from None`: the SDK's exception carries the request, Authorization header included
-            raise self._classify(exc) from None
         return self._result(completion, time.perf_counter() - started)
 
     async def aclose(self) -> None:
+        await self._chat.aclose()
         await self._client.close()
 
     # -- request ---------------------------------------------------------------------------------
@@ -194,13 +186,11 @@ class OpenAIBackend:
         return classify_exception(exc, secret=self._secret, api_key_env=self._api_key_env)
 
 
-def _http_client(timeout: Any) -> Any:
-    """aiohttp transport when installed: about half the client CPU per call of the httpx default,
-    which is what limits throughput at high concurrency on small machines."""
-    try:
-        return openai.DefaultAioHttpClient(timeout=timeout)
-    except RuntimeError:  # openai[aiohttp] not installed
-        return None
+def sdk_headers(client: Any) -> dict[str, str]:
+    """The headers the SDK sends on every call (auth, organization/project, User-Agent, platform),
+    without the ones it leaves out (`Omit` markers)."""
+    headers = {**client.default_headers, **client.auth_headers}
+    return {name: value for name, value in headers.items() if isinstance(value, str)}
 
 
 def video_data_url(video: VideoPart) -> str:
