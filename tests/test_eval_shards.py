@@ -93,6 +93,14 @@ def test_three_shards_with_a_stopped_one_equal_one_process(dataset, tmp_path) ->
         assert done.exit_code == 3, done.output  # every shard done; the judge failure of v3 stands, as in one process
         assert "have not finished" not in done.output and "eval items" in done.output and (three / "metrics.json").exists()
 
+        # shard 1 killed while it ran again: its old rows are there, its marker is not → nothing of the whole
+        (three / "shards" / "eval-1-of-3.done").unlink()
+        for name in ("predictions.jsonl", "metrics.json"):
+            (three / name).unlink()
+        killed = merge(three)
+        assert killed.exit_code == 3 and "shards 1 of 3 have not finished" in killed.output
+        assert not (three / "predictions.jsonl").exists() and not (three / "metrics.json").exists()
+
         # a re-run of a finished shard, and a plain eval over the shards' directory, pay for nothing
         before = peer.script.calls
         assert evaluate(dataset, three, peer, "--shard", "1/3").exit_code == 3
@@ -189,3 +197,21 @@ def test_a_vau_bench_csv_in_shards_is_ingested_once_and_sampled_per_share(tmp_pa
     owners = {json.loads(line)["record"]["video_id"]: i for i in range(2)
               for line in (two / "shards" / f"predictions-{i}-of-2.jsonl").read_text().splitlines()}
     assert sampled == set(owners) and len(set(owners.values())) == 2  # each shard sampled its own videos
+
+
+def test_a_shard_asks_what_one_process_asks(tmp_path) -> None:
+    """The CLS prompt lists every class of the split (VAU-R1's 20 + those found in the data), also
+    the class of a video another shard owns: a request does not depend on the share."""
+    from eval_fixtures import grpo_row
+    from peers import Reply
+    from peers.openai_server import content_parts
+
+    assert (shard_of("v1", 2), shard_of("v2", 2)) == (0, 1)
+    rows = [grpo_row("v1#cls", "v1", 10, "cls", answer="Fighting"), grpo_row("v2#cls", "v2", 60, "cls", answer="Kidnapping", category="Kidnapping")]
+    data = write_exported(tmp_path / "ds", {"grpo_cls": rows})
+    with OpenAIPeer(Script(default=Reply("<answer>Fighting</answer>"))) as peer:
+        result = CliRunner().invoke(app, ["eval", "--data", str(data), "--model", f"openai:m@{peer.base_url}", "--tasks", "cls", "--think", "off",
+                                          "--out", str(tmp_path / "eval"), "--shard", "0/2"])
+        texts = [" ".join(p.get("text", "") for p in content_parts(r) if p.get("type") == "text") for r in peer.script.received]
+    assert result.exit_code == 0, result.output
+    assert len(texts) == 1 and "Kidnapping" in texts[0] and "Fighting" in texts[0]  # v1's request names v2's class
