@@ -160,11 +160,14 @@ def test_bad_shard_specs_and_other_options_are_refused_before_any_call(dataset, 
     assert not (out / "shards" / "eval-1-of-3.json").exists()  # a refused shard leaves no state behind
 
 
-def test_shards_through_the_local_executor_then_merged(dataset, tmp_path) -> None:
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_shards_through_an_executor_then_merged(dataset, tmp_path, executor) -> None:
+    if executor == "ray":
+        pytest.importorskip("ray")
     one, two = tmp_path / "one", tmp_path / "two"
     with OpenAIPeer(Script(default=respond)) as peer:
         assert evaluate(dataset, one, peer, "--tasks", "qa,tag,p2c", "--think", "off").exit_code == 0
-        driven = evaluate(dataset, two, peer, "--tasks", "qa,tag,p2c", "--think", "off", "--shards", "2", "--executor", "local")
+        driven = evaluate(dataset, two, peer, "--tasks", "qa,tag,p2c", "--think", "off", "--shards", "2", "--executor", executor)
     assert driven.exit_code == 0, driven.output
     assert "shards of eval" in driven.output and "eval shards done" in driven.output
     assert sorted(p.name for p in (two / "shards").glob("eval-*.done")) == ["eval-0-of-2.done", "eval-1-of-2.done"]

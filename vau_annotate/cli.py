@@ -725,11 +725,12 @@ def _drive_shards(args: list[str], run: Path, count: int, executor: str, ray_add
 
 
 @app.command()
-def merge(run: Path = typer.Option(..., "--run", "-r", help="Run directory whose stages ran as shards.")) -> None:
+def merge(run: Path = typer.Option(..., "--run", "-r", help="Run directory (or eval --out directory) whose stages ran as shards.")) -> None:
     """Fold the shards of a run into run.json and rejects.jsonl, and say which shards are missing.
 
     Reading commands (status, export, report) already see every shard; exit 3 while a shard has
-    not finished its share or rejects stand.
+    not finished its share or rejects stand. On an eval output directory (`eval --shard I/N`) it
+    also writes predictions.jsonl, metrics.json and metrics.md of the whole once every shard is done.
     """
     from vau_annotate.pipelines.merge import merge_run
 

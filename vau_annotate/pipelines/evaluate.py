@@ -10,7 +10,9 @@ second turn of VAU-R1's two-turn reasoning; (3) every judge call; (4) one re-ask
 reply that could not be read. Running the same command again answers every call from the ledger,
 so an interrupted evaluation resumes without paying twice. A failed call or an unreadable video
 is a per-item failure: the item scores as wrong/unparsable (counted), its reason goes to
-OUT/rejects.jsonl, and the exit status is 3 (partial).
+OUT/rejects.jsonl, and the exit status is 3 (partial). With `--shard I/N` a process asks only
+the requests of its share of the videos and leaves its rows in OUT/shards/; `merge` writes the
+three outputs of the whole (eval_shards.py).
 """
 
 from __future__ import annotations
