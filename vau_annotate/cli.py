@@ -515,10 +515,12 @@ def evaluate(
     """Evaluate a model with the metrics of VAU-R1, Vad-R1 and SRVAU-R1 (and VAU-Eval / pairwise judges).
 
     Every call is cached in OUT/ledger.sqlite: running the same command again resumes and pays nothing twice.
-    With --shard I/N only the videos hashing to I are evaluated, into OUT/shards/ (own ledger and
-    predictions); `vau-annotate merge --run OUT` writes predictions.jsonl and metrics of the whole
-    once all N are done (exit 3 naming the missing ones). --shards N --executor local|ray runs the N
-    shards and merges.
+
+    With --shard I/N only the videos that hash to I are evaluated, into OUT/shards/ (own ledger and predictions).
+
+    `vau-annotate merge --run OUT` then writes predictions.jsonl and the metrics of the whole (exit 3 naming missing shards).
+
+    --shards N --executor local|ray runs the N shards, then merges.
     """
     from vau_annotate.annotate.backends import ModelSpec, SpecError
     from vau_annotate.annotate.engine import RunStopped
