@@ -479,6 +479,7 @@ def demo(
 
 @app.command("eval")
 def evaluate(
+    ctx: typer.Context,
     data: str = typer.Option(..., "--data", "-d", help="Exported dataset directory, Hub dataset id, or a VAU-Bench CSV (then give --videos)."),
     model: str = typer.Option(..., "--model", "-m", help="Model under test: openai:NAME@URL (e.g. a `vllm serve` checkpoint), hf:DIR, vllm:…"),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory: predictions.jsonl, metrics.json, metrics.md, ledger.sqlite."),
@@ -506,10 +507,20 @@ def evaluate(
     batch: bool = BATCH_OPTION,
     batch_poll: float = BATCH_POLL_OPTION,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the calls, tokens and cost the evaluation would make; call nothing."),
+    shard: Optional[str] = SHARD_OPTION,
+    shards: Optional[int] = SHARDS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ) -> None:
     """Evaluate a model with the metrics of VAU-R1, Vad-R1 and SRVAU-R1 (and VAU-Eval / pairwise judges).
 
     Every call is cached in OUT/ledger.sqlite: running the same command again resumes and pays nothing twice.
+
+    With --shard I/N only the videos that hash to I are evaluated, into OUT/shards/ (own ledger and predictions).
+
+    `vau-annotate merge --run OUT` then writes predictions.jsonl and the metrics of the whole (exit 3 naming missing shards).
+
+    --shards N --executor local|ray runs the N shards, then merges.
     """
     from vau_annotate.annotate.backends import ModelSpec, SpecError
     from vau_annotate.annotate.engine import RunStopped
@@ -553,16 +564,22 @@ def evaluate(
         model_options={"api_key_env": api_key_env} if api_key_env else {},
         judge_options={"api_key_env": judge_api_key_env} if judge_api_key_env else {},
     )
+    from vau_annotate.annotate.shards import ShardError, use_shard
+
+    if dry_run and shards is not None:
+        raise usage_error("--dry-run estimates the whole evaluation in one process: drop --shards (or dry-run one --shard I/N)")
+    as_shard = _shard_or_drive(ctx, out_dir, shard, shards, executor, ray_address)
     try:
-        result = run_eval(options)
-    except EvalDataError as exc:
+        with use_shard(as_shard):
+            result = run_eval(options)
+    except (EvalDataError, ShardError) as exc:
         raise usage_error(str(exc)) from None
     except RunStopped as exc:
         console.print(f"[bold red]stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
     except SpecError as exc:
         raise usage_error(str(exc)) from None
-    if not dry_run:
+    if not dry_run and as_shard is None:
         typer.echo((out_dir / "metrics.md").read_text())  # plain: rich would re-wrap the tables
     finish(result.summary, out_dir)
 
@@ -633,13 +650,15 @@ def report(
 
 # not passed on to shards: the driver's own options, and ingest-first options (the driver ingested once)
 _DRIVER_ONLY = {"shard", "shards", "executor", "ray_address", "source", "annotations", "videos"}
+_INGEST_FIRST = {"source", "annotations", "videos"}  # driver-only in commands that ingest first (eval's --videos is not)
 
 
 def _command_args(ctx: typer.Context) -> list[str]:
     """The invoked command again as CLI arguments (from its parsed options), less the driver's own."""
     args = [ctx.info_name or ""]
     for param in ctx.command.params:  # Typer's own (vendored) click classes: duck-typed
-        if param.name in _DRIVER_ONLY or getattr(param, "param_type_name", "") != "option":
+        ingest_first = param.name in _INGEST_FIRST and "source" in ctx.params
+        if (param.name in _DRIVER_ONLY and (param.name not in _INGEST_FIRST or ingest_first)) or getattr(param, "param_type_name", "") != "option":
             continue
         value = ctx.params.get(param.name)
         if value is None or (param.multiple and not value):
@@ -708,11 +727,12 @@ def _drive_shards(args: list[str], run: Path, count: int, executor: str, ray_add
 
 
 @app.command()
-def merge(run: Path = typer.Option(..., "--run", "-r", help="Run directory whose stages ran as shards.")) -> None:
+def merge(run: Path = typer.Option(..., "--run", "-r", help="Run directory (or eval --out directory) whose stages ran as shards.")) -> None:
     """Fold the shards of a run into run.json and rejects.jsonl, and say which shards are missing.
 
     Reading commands (status, export, report) already see every shard; exit 3 while a shard has
-    not finished its share or rejects stand.
+    not finished its share or rejects stand. On an eval output directory (`eval --shard I/N`) it
+    also writes predictions.jsonl, metrics.json and metrics.md of the whole once every shard is done.
     """
     from vau_annotate.pipelines.merge import merge_run
 

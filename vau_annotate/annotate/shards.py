@@ -157,6 +157,18 @@ def finish_hashes(run: Path, stage: str, shard: Shard, hashes: dict[str, str]) -
     _write_json(path, state)
 
 
+def set_state(run: Path, stage: str, shard: Shard, **fields: Any) -> None:
+    """Keep more of a shard's results in its state file (eval: its engines' usage, for `merge`)."""
+    path = shard_file(run, stage, shard, "json")
+    state = _read_json(path) or {"stage": stage, "index": shard.index, "count": shard.count, "options": {}}
+    state.update(fields)
+    _write_json(path, state)
+
+
+def read_state(run: Path, stage: str, shard: Shard) -> dict[str, Any] | None:
+    return _read_json(shard_file(run, stage, shard, "json"))
+
+
 def shard_states(run: Path) -> dict[str, dict[str, Any]]:
     """stage → {count, done: [indices], started: [indices], counts: summed counts} over shard files."""
     out: dict[str, dict[str, Any]] = {}

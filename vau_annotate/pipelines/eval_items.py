@@ -135,19 +135,21 @@ def _vad_reference(record: VideoRecord) -> str:
 
 
 def load_csv_items(csv_path: Path, videos: Path, out: Path, tasks: Iterable[str], policy: str, max_pixels: int, max_frames: int,
-                   decoder: str = "auto", show_progress: bool = True) -> tuple[list[EvalItem], int]:
+                   decoder: str = "auto", show_progress: bool = True) -> tuple[list[EvalItem], set[str]]:
     """Ingest a VAU-Bench CSV into OUT, sample the videos the tasks need, and build the items.
 
-    Returns (items, videos that could not be sampled). Ingest and sample rejects go to
-    OUT/rejects.jsonl with their reasons; items of unsampled videos are dropped (and counted).
+    Returns (every item of the CSV in manifest order, ids of the videos that could not be
+    sampled). Ingest and sample rejects go to OUT/rejects.jsonl with their reasons; the caller
+    leaves the items of unsampled videos out (and counts them). The item list does not depend on
+    which videos could be sampled, so `--limit` and the CLS class list are the same in one process
+    and in every shard. As a shard (`--shard I/N`), only the share's videos are sampled (the
+    sample stage's own sharding), and the CSV is ingested once for all shards (`_ingest_once`).
     """
-    from vau_annotate.pipelines.ingest import IngestInputError, run_ingest
+    from vau_annotate.annotate.shards import active_shard
+    from vau_annotate.annotate.shards import owns as shard_owns
     from vau_annotate.pipelines.sample import run_sample
 
-    try:
-        run_ingest(source="vau-bench", annotations=csv_path, videos=videos, run=out)
-    except IngestInputError as exc:
-        raise EvalDataError(str(exc)) from None
+    _ingest_once(csv_path, videos, out, sharded=active_shard() is not None)
     rd = RunDir(out)
     records = rd.load_manifest()
     probe_items = items_from_records(records, tasks, lambda r: (lambda: _no_video(r.id)))
@@ -156,7 +158,7 @@ def load_csv_items(csv_path: Path, videos: Path, out: Path, tasks: Iterable[str]
 
     sampled: dict[str, Any] = {}
     for record in records:
-        if record.id in needed:
+        if record.id in needed and shard_owns(record.id):
             frames = rd.load_frameset(record.id, policy, max_pixels)
             if frames is not None and frames.paths:
                 sampled[record.id] = frames
@@ -165,8 +167,43 @@ def load_csv_items(csv_path: Path, videos: Path, out: Path, tasks: Iterable[str]
         frames = sampled.get(record.id)
         return (lambda: thin(video_part(rd.root, frames), max_frames)) if frames is not None else (lambda: _no_video(record.id))
 
-    usable = [r for r in records if r.id in sampled]
-    return items_from_records(usable, tasks, loader_of), len(needed) - len(sampled)
+    unsampled = {vid for vid in needed if shard_owns(vid) and vid not in sampled}
+    return items_from_records(records, tasks, loader_of), unsampled
+
+
+def _ingest_once(csv_path: Path, videos: Path, out: Path, sharded: bool) -> None:
+    """Ingest the CSV into OUT. One process: every time (an edited CSV is read afresh). Shards of
+    one evaluation: the first to take the lock on OUT/shards/ingest.lock ingests, outside any
+    shard (one manifest, one set of ingest rejects); the others find run.json naming the same CSV
+    and videos, with a manifest newer than the CSV, and reuse it."""
+    import fcntl
+
+    from vau_annotate.annotate.shards import SHARDS_DIR, use_shard
+    from vau_annotate.pipelines.ingest import IngestInputError, run_ingest
+
+    def ingest() -> None:
+        try:
+            with use_shard(None):
+                run_ingest(source="vau-bench", annotations=csv_path, videos=videos, run=out)
+        except IngestInputError as exc:
+            raise EvalDataError(str(exc)) from None
+
+    if not sharded:
+        ingest()
+        return
+    lock_path = out / SHARDS_DIR / "ingest.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            rd = RunDir(out)
+            meta = rd.load_meta() if rd.meta_path.exists() else None
+            fresh = (meta is not None and rd.manifest_path.exists() and meta.annotations == str(csv_path.resolve())
+                     and meta.videos == str(videos.resolve()) and rd.manifest_path.stat().st_mtime >= csv_path.stat().st_mtime)
+            if not fresh:
+                ingest()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _no_video(video_id: str) -> VideoPart:

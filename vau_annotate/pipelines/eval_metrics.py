@@ -21,7 +21,7 @@ from vau_annotate.annotate import metrics as m
 from vau_annotate.pipelines import judges
 
 if TYPE_CHECKING:
-    from vau_annotate.pipelines.evaluate import ItemResult
+    from vau_annotate.pipelines.eval_outputs import ItemResult
 
 
 def _spans(prediction: Any) -> list[tuple[float, float]]:

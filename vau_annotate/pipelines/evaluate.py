@@ -10,14 +10,15 @@ second turn of VAU-R1's two-turn reasoning; (3) every judge call; (4) one re-ask
 reply that could not be read. Running the same command again answers every call from the ledger,
 so an interrupted evaluation resumes without paying twice. A failed call or an unreadable video
 is a per-item failure: the item scores as wrong/unparsable (counted), its reason goes to
-OUT/rejects.jsonl, and the exit status is 3 (partial).
+OUT/rejects.jsonl, and the exit status is 3 (partial). With `--shard I/N` a process asks only
+the requests of its share of the videos and leaves its rows in OUT/shards/; `merge` writes the
+three outputs of the whole (eval_shards.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -26,11 +27,12 @@ from vau_annotate.annotate.backends.base import Request
 from vau_annotate.annotate.backends.registry import SpecOnly
 from vau_annotate.annotate.engine import Engine, Outcome
 from vau_annotate.annotate.ledger import Ledger
-from vau_annotate.annotate.rundir import RunDir, atomic_write_text
+from vau_annotate.annotate.rundir import RunDir
+from vau_annotate.annotate.shards import active_shard, shard_of
 from vau_annotate.pipelines import judges
 from vau_annotate.pipelines.eval_items import DEFAULT_CONFIGS, TASKS, EvalDataError, EvalItem, is_csv, load_csv_items, load_dataset_items
-from vau_annotate.pipelines.eval_metrics import compute_metrics
-from vau_annotate.pipelines.eval_report import render_markdown
+from vau_annotate.pipelines.eval_outputs import ItemResult, add_rejects, iter_predictions, make_rows, write_union
+from vau_annotate.pipelines.eval_shards import write_shard
 from vau_annotate.pipelines.eval_tasks import Ask, build_ask, class_options, follow_up, modes_for, score
 from vau_annotate.pipelines.models import ModelAccess, make_engine, open_backend
 from vau_annotate.pipelines.summary import StageSummary
@@ -81,42 +83,6 @@ class EvalOptions:
 
 
 @dataclass
-class ItemResult:
-    """Everything known about one (item, mode) after the run: one line of predictions.jsonl."""
-
-    ask: Ask
-    raw: str | None = None
-    error: str | None = None
-    analysis: str | None = None  # reasoning: the second turn's reply
-    opponent: str | None = None  # pairwise: the opponent's reply (reasoning: both turns)
-    prediction: Any = None
-    scores: dict[str, Any] = field(default_factory=dict)
-    judge: dict[str, Any] | None = None
-    pairwise: dict[str, Any] | None = None
-
-    @property
-    def text(self) -> str:
-        """The reply as judges and text metrics read it (reasoning: description + analysis)."""
-        if self.ask.item.task == "reasoning":
-            return f"Description: {self.raw or ''}\nAnalysis: {self.analysis or ''}"
-        return self.raw or ""
-
-    def record(self, model: str) -> dict[str, Any]:
-        item = self.ask.item
-        raw: Any = {"description": self.raw, "analysis": self.analysis} if item.task == "reasoning" else self.raw
-        out = {
-            "id": item.id, "video_id": item.video_id, "task": item.task, "sub_task": item.sub_task or None, "mode": self.ask.mode or None,
-            "prompt": self.ask.prompt.name, "prompt_hash": self.ask.prompt.hash, "model": model, "raw": raw,
-            "prediction": self.prediction, "scores": self.scores, "error": self.error,
-        }
-        if self.judge is not None:
-            out["judge"] = self.judge
-        if self.pairwise is not None:
-            out["pairwise"] = self.pairwise
-        return out
-
-
-@dataclass
 class EvalResult:
     summary: StageSummary
     metrics: dict[str, Any]
@@ -125,26 +91,38 @@ class EvalResult:
 
 # -- items ------------------------------------------------------------------------------------------
 
-def load_items(options: EvalOptions, summary: StageSummary) -> list[EvalItem]:
-    """Items of the asked tasks from a CSV (ingested and sampled into OUT) or an exported dataset."""
+def load_items(options: EvalOptions, summary: StageSummary) -> tuple[list[EvalItem], set[str]]:
+    """Items of the asked tasks from a CSV (ingested and sampled into OUT) or an exported dataset,
+    and the ids of videos that could not be sampled (their items are left out of the evaluation).
+
+    The list is the whole test split (cut to `--limit`) whatever shard this process is: what a
+    request looks like (the CLS class list) and where its line goes must not depend on the share.
+    """
+    left_out: set[str] = set()
     if is_csv(options.data):
         path = Path(options.data)
         if not path.is_file():
             raise EvalDataError(f"{path} does not exist")
         if options.videos is None:
             raise EvalDataError("a VAU-Bench CSV needs --videos, the folder holding its videos")
-        items, unsampled = load_csv_items(path, options.videos, options.out, options.tasks, options.sampling or "fps:1",
-                                          options.max_pixels, options.max_frames, options.decoder, options.show_progress)
-        if unsampled:
-            summary.rejected += unsampled
-            summary.notes.append(f"{unsampled} video(s) could not be sampled; their items are left out (reasons in {options.out / 'rejects.jsonl'})")
+        items, left_out = load_csv_items(path, options.videos, options.out, options.tasks, options.sampling or "fps:1",
+                                         options.max_pixels, options.max_frames, options.decoder, options.show_progress)
+        if left_out:
+            summary.rejected += len(left_out)
+            summary.notes.append(f"{len(left_out)} video(s) could not be sampled; their items are left out (reasons in {options.out / 'rejects.jsonl'})")
     else:
         items, notes = load_dataset_items(options.data, options.tasks, {**DEFAULT_CONFIGS, **options.configs}, options.videos,
                                           options.sampling, options.max_frames, options.decoder)
         summary.notes.extend(notes)
     if options.limit is not None:
         items = items[: options.limit]
-    return items
+    return items, left_out
+
+
+def _in_share(item: EvalItem) -> bool:
+    """Whether this process asks about the item: always, or (`--shard I/N`) when its video hashes to I."""
+    shard = active_shard()
+    return shard is None or shard_of(item.video_id or item.id, shard.count) == shard.index
 
 
 def prepare_asks(items: list[EvalItem], options: EvalOptions) -> list[Ask]:
@@ -313,23 +291,33 @@ async def _judge(models: Models, results: dict[str, ItemResult], opponent_text: 
 # -- the command --------------------------------------------------------------------------------------
 
 def run_eval(options: EvalOptions) -> EvalResult:
-    """Load the items, run the model (and judges), score, and write the three outputs."""
+    """Load the items, run the model (and judges), score, and write the three outputs.
+
+    As a shard (`use_shard`, CLI `--shard I/N`), only the share's requests are sent and the rows go
+    to OUT/shards/ (eval_shards.py); `vau-annotate merge` writes the three outputs of the whole.
+    """
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     rd = RunDir(out)
-    rd.clear_rejects(STAGE)
+    shard = active_shard()
     summary = StageSummary(STAGE)
-    items = load_items(options, summary)
+    if options.pairwise and options.judge is None:
+        raise EvalDataError("--pairwise needs --judge (the model that compares the two)")
+    if shard is not None and not options.dry_run:
+        rd.claim_shard(STAGE, options.recorded())  # refuses other options than the sibling shards' before any work
+    items, left_out = load_items(options, summary)
     if not items:
         raise EvalDataError(f"{options.data}: no test items for the tasks {', '.join(options.tasks)}" + "".join(f"; {n}" for n in summary.notes))
     if "reasoning" in options.tasks and options.judge is None:
         summary.notes.append("reasoning: no --judge given, so VAU-Eval scores are not computed (text metrics are)")
-    if options.pairwise and options.judge is None:
-        raise EvalDataError("--pairwise needs --judge (the model that compares the two)")
-    asks = prepare_asks(items, options)
+    every = prepare_asks(items, options)
+    positions = {ask.key: index for index, ask in enumerate(every)}
+    asks = [ask for ask in every if ask.item.video_id not in left_out and _in_share(ask.item)]
+    mine = {ask.key for ask in asks}
+    rd.clear_rejects(STAGE, None if shard is None else {key for key in rd.rejected_items(STAGE) if key in mine})
     unreadable: Unreadable = {}
-    summary.counts.update(items=len(items), requests=len(asks))
-    ledger = Ledger(rd.ledger_path)
+    summary.counts.update(items=len({(ask.item.task, ask.item.id) for ask in asks}), requests=len(asks))
+    ledger = rd.open_ledger()  # writes to this process's ledger; answers from every ledger in OUT (shards' too)
     try:
         if options.dry_run:
             return EvalResult(dry_run(asks, options, ledger, summary), {}, out)
@@ -338,9 +326,13 @@ def run_eval(options: EvalOptions) -> EvalResult:
         ledger.close()
     for result in results.values():
         result.prediction, result.scores = score(result.ask.item, result.raw if result.error is None else None)
-    write_outputs(out, options, results, unreadable, usage, summary, rd)
-    metrics = json.loads((out / "metrics.json").read_text())
-    return EvalResult(summary, metrics, out)
+    rows = make_rows(results.values(), unreadable.values(), positions, options.model)
+    add_rejects(results.values(), [(key, ask, reason) for key, (ask, reason) in unreadable.items()], rd)
+    recorded = json.loads(json.dumps(options.recorded(), default=str))
+    if shard is not None:
+        write_shard(out, shard, rows, usage, recorded, dict(summary.counts), summary)
+        return EvalResult(summary, {}, out)
+    return EvalResult(summary, write_union(out, recorded, rows, usage, summary), out)
 
 
 async def _run(asks: list[Ask], unreadable: Unreadable, options: EvalOptions, ledger: Ledger) -> tuple[dict[str, ItemResult], dict[str, Any]]:
@@ -413,48 +405,4 @@ def dry_run(asks: list[Ask], options: EvalOptions, ledger: Ledger, summary: Stag
     return summary
 
 
-def write_outputs(out: Path, options: EvalOptions, results: dict[str, ItemResult], unreadable: Unreadable,
-                  usage: dict[str, Any], summary: StageSummary, rd: RunDir) -> None:
-    """predictions.jsonl (one line per item and mode), metrics.json and metrics.md; failures to rejects."""
-    lines = [json.dumps(r.record(options.model), ensure_ascii=False, default=str) for r in results.values()]
-    for key, (ask, reason) in unreadable.items():
-        item = ask.item
-        lines.append(json.dumps({"id": item.id, "video_id": item.video_id, "task": item.task, "mode": ask.mode or None, "model": options.model,
-                                 "raw": None, "prediction": None, "scores": {}, "error": reason}, ensure_ascii=False))
-        rd.add_reject(key, STAGE, f"video could not be read: {reason}", task=item.task, video_id=item.video_id)
-    atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-    failures: dict[str, int] = defaultdict(int)
-    for result in results.values():
-        item = result.ask.item
-        if result.error is not None:
-            failures["model call failed"] += 1
-            rd.add_reject(result.ask.key, STAGE, f"model call failed: {result.error}", task=item.task, mode=result.ask.mode)
-        if result.judge is not None and result.judge.get("status") == "failed":
-            failures["judge failed"] += 1
-            rd.add_reject(result.ask.key, STAGE, f"VAU-Eval judge: {result.judge.get('reason')}", task=item.task)
-        if result.pairwise is not None and result.pairwise.get("outcome") == "failed":
-            failures["pairwise failed"] += 1
-            rd.add_reject(result.ask.key, STAGE, f"pairwise: {result.pairwise.get('reason') or 'no [[A]]/[[B]]/[[C]] verdict'}", task=item.task)
-    if unreadable:
-        failures["video unreadable"] += len(unreadable)
-    metrics = compute_metrics(list(results.values()), len({(a.item.task, a.item.id) for a, _ in unreadable.values()}))
-    metrics = {"model": options.model, "data": options.data, "options": options.recorded(), **metrics, "failures": dict(failures), "usage": usage}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False, default=str))
-    atomic_write_text(out / "metrics.md", render_markdown(metrics))
-    summary.counts.update({f"failed ({k})": v for k, v in failures.items()})
-    summary.rejected += sum(failures.values())
-    for role, entry in usage.items():
-        summary.counts[f"{role} calls"] = entry["calls"]
-        summary.counts[f"{role} cache hits"] = entry["cache_hits"]
-    summary.notes.append(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'} and {out / 'metrics.md'}")
-
-
-def iter_predictions(out: Path) -> Iterator[dict[str, Any]]:
-    """The lines of OUT/predictions.jsonl (for reports and tests)."""
-    with (out / "predictions.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
-__all__ = ["EvalOptions", "EvalResult", "iter_predictions", "run_eval"]
+__all__ = ["EvalOptions", "EvalResult", "ItemResult", "iter_predictions", "run_eval"]

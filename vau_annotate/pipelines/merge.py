@@ -4,7 +4,9 @@ Shards write their own ledgers and state files (annotate/shards.py); every readi
 sees their union. `merge` makes the run directory say so on its own: rejects.jsonl rendered from
 every ledger, one run.json stage entry per sharded stage (summed counts, the shards' options,
 `shards: K/N done`), and the list of shards still missing — the exit status is 3 (partial) while
-any shard has not completed its share.
+any shard has not completed its share. On an eval output directory whose evaluation ran as shards
+it also writes predictions.jsonl, metrics.json and metrics.md of the whole once every shard is done
+(eval_shards.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,30 @@ def merge_run(run: Path) -> tuple[StageSummary, dict[str, dict[str, Any]]]:
             merged[stage] = fingerprint
     if states:
         atomic_write_text(merged_path, json.dumps(merged, indent=1))
+    _merge_eval_outputs(run, states, summary)
     summary.rejected = len(rd.load_rejects())
     summary.counts["rejects"] = summary.rejected
     summary.pending = missing_total
     return summary, states
+
+
+def _merge_eval_outputs(run: Path, states: dict[str, dict[str, Any]], summary: StageSummary) -> None:
+    """An eval directory (`eval --shard I/N` ran into it): the files of the whole, or why not yet."""
+    from vau_annotate.pipelines.eval_shards import STAGE, ShardOutputMissing, is_eval_output, merge_eval
+
+    state = states.get(STAGE)
+    if state is None or not is_eval_output(run):
+        return
+    if state["missing"]:
+        summary.notes.append(f"eval: predictions.jsonl and metrics.json of the whole are written once shards "
+                             f"{', '.join(str(i) for i in state['missing'])} of {state['count']} are done")
+        return
+    written = StageSummary(STAGE)
+    try:
+        metrics = merge_eval(run, state, written)
+    except ShardOutputMissing as exc:
+        summary.notes.append(f"eval: {exc}")
+        summary.pending += 1
+        return
+    summary.counts["eval items"] = metrics.get("items", 0)
+    summary.notes.extend(written.notes)
