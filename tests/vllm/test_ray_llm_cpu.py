@@ -57,7 +57,7 @@ def test_reflect_base_role_runs_through_ray_data_llm_from_the_cli(tiny_model_dir
                 "--max-pixels", str(28 * 28 * 4), "--max-frames", "8", "--base-max-tokens", "16", "--executor", "ray", "--ray-llm", RAY_LLM]
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output[-3000:]
-        teacher_calls = len(teacher.received)
+        teacher_calls = teacher.script.calls
     records = StageStore(RunDir(run), "reflect").accepted(ReflectionRecord)
     assert len(records) == 3
     assert all(r.provenance.usage["base"].input_tokens > 0 and r.initial.text for r in records)

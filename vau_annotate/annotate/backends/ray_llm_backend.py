@@ -47,7 +47,7 @@ from vau_annotate.annotate.backends.ray_llm_rows import (
 from vau_annotate.annotate.backends.registry import ModelSpec
 from vau_annotate.annotate.ledger import call_key
 
-INSTALL_HINT = "Ray Data LLM needs `ray[data]` and vLLM next to it: install vau-annotate[vllm,ray] on the GPU nodes"
+INSTALL_HINT = "Ray Data LLM needs `ray[data]` and vLLM beside it: install vau-annotate[ray-llm] on the GPU nodes"
 
 Outcome = Result | BackendError
 

@@ -104,6 +104,16 @@ class RayLLMOptions:
         return parse_options(text)
 
 
+def yes_no(text: str) -> bool:
+    """1/true/yes or 0/false/no."""
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text.lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
+yes_no.__name__ = "yes/no"
+
 # option text key → (field, converter)
 _KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "tp": ("tensor_parallel", int),
@@ -115,7 +125,7 @@ _KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "dtype": ("dtype", str),
     "gpu-mem": ("gpu_memory_utilization", float),
     "kv-cache-gb": ("kv_cache_gb", float),
-    "eager": ("enforce_eager", lambda v: {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[v.lower()]),
+    "eager": ("enforce_eager", yes_no),
     "device": ("device", str),
 }
 KNOWN_KEYS = ("tp", "pp", "replicas", *[k for k in _KEYS if k not in ("tp", "pp")])
@@ -144,8 +154,8 @@ def parse_options(text: str) -> RayLLMOptions:
         name, convert = _KEYS[key]
         try:
             values[name] = convert(value)
-        except (ValueError, KeyError):
-            raise ValueError(f"--ray-llm {key}={value!r}: not a valid {getattr(convert, '__name__', 'yes/no')}") from None
+        except ValueError:
+            raise ValueError(f"--ray-llm {key}={value!r}: not a valid {convert.__name__}") from None
     options = RayLLMOptions(**values)
     _check(options)
     return options
