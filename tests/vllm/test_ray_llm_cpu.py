@@ -50,6 +50,9 @@ def test_reflect_base_role_runs_through_ray_data_llm_from_the_cli(tiny_model_dir
     the loopback OpenAI peer; records pass the gates and the ledger holds the base's calls under the
     in-process backend's key (provider vllm, the spec's model)."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    rounds: list[int] = []  # rows of every Ray Data job the command ran
+    run_round = RayLLMBackend.run_round
+    monkeypatch.setattr(RayLLMBackend, "run_round", lambda self, requests: rounds.append(len(requests)) or run_round(self, requests))
     v1 = video("v1", spans=[(1.0, 3.0)], duration=4.0, questions=[f"[q{i}] What happens in the video?" for i in range(2)])
     run = make_run(tmp_path, [v1])
     with OpenAIPeer(Script(default=teacher_perceives)) as teacher:
@@ -62,6 +65,7 @@ def test_reflect_base_role_runs_through_ray_data_llm_from_the_cli(tiny_model_dir
     assert len(records) == 3
     assert all(r.provenance.usage["base"].input_tokens > 0 and r.initial.text for r in records)
     assert teacher_calls >= 3
+    assert sum(rounds) == 3  # the three base calls went through Ray Data LLM, not an in-process engine
     with closing(sqlite3.connect(run / "ledger.sqlite")) as db:
         rows = db.execute("SELECT provider, model, COUNT(*) FROM calls WHERE text IS NOT NULL GROUP BY provider, model").fetchall()
     assert ("vllm", str(tiny_model_dir), 3) in [tuple(row) for row in rows]
