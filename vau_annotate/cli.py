@@ -46,7 +46,7 @@ BATCH_POLL_OPTION = typer.Option(30.0, "--batch-poll", min=0.01, help="Seconds b
 
 SHARD_OPTION = typer.Option(None, "--shard", help="Run as shard I/N (0 ≤ I < N): only the items whose id hashes to I, with the shard's own ledger; e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 SHARDS_OPTION = typer.Option(None, "--shards", min=1, help="Run this command as N shards through --executor, then merge them.")
-EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where --shards run: local (processes here) | ray (Ray tasks; the run directory must be on shared storage).")
+EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where --shards run: local (processes here) | ray (Ray tasks; the run directory must be on shared storage). With ray, vllm: roles run as Ray Data LLM jobs over the cluster instead (no --shards; see --ray-llm).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster to use with --executor ray ('auto' = the one this machine belongs to; default: start a local one).")
 RAY_LLM_OPTION = typer.Option(None, "--ray-llm", help="With --executor ray, vllm: roles run as Ray Data LLM jobs over the cluster's GPUs; settings as KEY=VALUE,...: tp (GPUs per replica, tensor parallel), pp (pipeline stages), replicas (N or MIN-MAX), batch (rows per engine batch), round (most requests per job), max-len, dtype, gpu-mem, kv-cache-gb, eager, device (gpu|cpu).")
 
