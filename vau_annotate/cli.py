@@ -46,8 +46,9 @@ BATCH_POLL_OPTION = typer.Option(30.0, "--batch-poll", min=0.01, help="Seconds b
 
 SHARD_OPTION = typer.Option(None, "--shard", help="Run as shard I/N (0 ≤ I < N): only the items whose id hashes to I, with the shard's own ledger; e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")
 SHARDS_OPTION = typer.Option(None, "--shards", min=1, help="Run this command as N shards through --executor, then merge them.")
-EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where --shards run: local (processes here) | ray (Ray tasks; the run directory must be on shared storage).")
+EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where --shards run: local (processes here) | ray (Ray tasks; the run directory must be on shared storage). With ray, vllm: roles run as Ray Data LLM jobs over the cluster instead (no --shards; see --ray-llm).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="Ray cluster to use with --executor ray ('auto' = the one this machine belongs to; default: start a local one).")
+RAY_LLM_OPTION = typer.Option(None, "--ray-llm", help="With --executor ray, vllm: roles run as Ray Data LLM jobs over the cluster's GPUs; settings as KEY=VALUE,...: tp (GPUs per replica, tensor parallel), pp (pipeline stages), replicas (N or MIN-MAX), batch (rows per engine batch), round (most requests per job), max-len, dtype, gpu-mem, kv-cache-gb, eager, device (gpu|cpu).")
 
 
 class UsageError(Exception):
@@ -199,6 +200,7 @@ def build_cot(
     shards: Optional[int] = SHARDS_OPTION,
     executor: str = EXECUTOR_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_llm: Optional[str] = RAY_LLM_OPTION,
     source: Optional[str] = typer.Option(None, "--source", "-s", help=f"Ingest first from this source ({', '.join(SOURCES)})."),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="Annotation file for --source."),
     videos: Optional[Path] = typer.Option(None, "--videos", "-v", help="Video directory for --source."),
@@ -219,6 +221,7 @@ def build_cot(
     if length_gate not in ("warn", "reject"):
         raise usage_error(f"--length-gate must be warn or reject, not {length_gate!r}")
     access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("captioner", "reasoner"), batch, batch_poll)
+    access = _with_ray_llm(access, executor, shards, ray_address, ray_llm, (captioner, reasoner))
     try:
         policy = str(parse_policy(caption_policy))
         for spec in (captioner, reasoner):
@@ -332,6 +335,7 @@ def reflect(
     shards: Optional[int] = SHARDS_OPTION,
     executor: str = EXECUTOR_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    ray_llm: Optional[str] = RAY_LLM_OPTION,
     retry_rejected: bool = typer.Option(False, "--retry-rejected", help="Run previously rejected items again."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Sample frames and estimate calls, tokens and cost; call no model."),
 ) -> None:
@@ -351,6 +355,7 @@ def reflect(
     if task not in REFLECT_TASKS:
         raise usage_error(f"--task must be one of {', '.join(REFLECT_TASKS)}, not {task!r}")
     access = _model_access(prices, retry_failed, video_mode, timeout, connect_timeout, role_limit, ("base", "teacher"), batch, batch_poll)
+    access = _with_ray_llm(access, executor, shards, ray_address, ray_llm, (base, teacher))
     if reflection_min_words > reflection_max_words:
         raise usage_error("--reflection-min-words is larger than --reflection-max-words")
     if not (run / "manifest.parquet").exists():
@@ -840,6 +845,34 @@ from vau_annotate.train.cli import train_app  # noqa: E402
 app.add_typer(train_app, name="train")
 
 
+
+def _with_ray_llm(access, executor: str, shards: Optional[int], ray_address: Optional[str], ray_llm: Optional[str], specs: tuple[str, ...]):  # -> ModelAccess
+    """`--executor ray` with a `vllm:` role: that role runs as Ray Data LLM jobs over the cluster
+    (one job spreads over every GPU), so the command runs once, not as --shards."""
+    from dataclasses import replace
+
+    from vau_annotate.annotate.backends import ModelSpec, SpecError
+    from vau_annotate.annotate.backends.ray_llm_rows import RayLLMOptions
+
+    local = []
+    for spec in specs:
+        try:
+            if ModelSpec.parse(spec).provider == "vllm":
+                local.append(spec)
+        except SpecError:
+            pass  # the command reports a bad spec itself
+    if ray_llm is not None and (executor != "ray" or not local):
+        raise usage_error("--ray-llm sets up vllm: roles under --executor ray: " + ("add --executor ray" if executor != "ray" else "no role here uses a vllm: spec"))
+    if executor != "ray" or not local:
+        return access
+    if shards is not None:
+        raise usage_error(f"--executor ray runs {', '.join(local)} as Ray Data LLM jobs over every GPU of the cluster: "
+                          "drop --shards (or use --executor local to run shards with an engine each)")
+    try:
+        options = RayLLMOptions.parse(ray_llm or "")
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+    return replace(access, ray_llm=options, ray_address=ray_address)
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from vau_annotate.annotate.backends import BackendError, ErrorClass, load_backend
+from vau_annotate.annotate.backends import BackendError, ErrorClass, ModelSpec, load_backend
+from vau_annotate.annotate.backends.ray_llm_rows import RayLLMOptions
 from vau_annotate.annotate.backends.base import DEFAULT_CONNECT_TIMEOUT_S
 from vau_annotate.annotate.engine import Engine, RunStopped
 from vau_annotate.annotate.ledger import Ledger
@@ -38,6 +39,9 @@ class ModelAccess:
     role_limits: tuple[tuple[str, str, float], ...] = ()  # (role, "rpm" | "tpm", per minute)
     batch: bool = False  # openai: roles go through the provider's Batch API (half price, up to 24 h)
     batch_poll_s: float = 30.0
+    # --executor ray: vllm: roles run as Ray Data LLM jobs on the cluster at ray_address (None: a local one)
+    ray_llm: RayLLMOptions | None = None
+    ray_address: str | None = None
 
     def backend_options(self) -> dict[str, Any]:
         return {"video_mode": self.video_mode, "timeout": self.timeout, "connect_timeout": self.connect_timeout}
@@ -51,7 +55,8 @@ class ModelAccess:
         return {"prices": str(self.prices) if self.prices else None, "retry_failed": self.retry_failed,
                 "video_mode": self.video_mode, "timeout": self.timeout, "connect_timeout": self.connect_timeout,
                 "role_limits": [f"{role}:{kind}={value:g}" for role, kind, value in self.role_limits],
-                "batch": self.batch}
+                "batch": self.batch,
+                **({"ray_llm": self.ray_llm.recorded(), "ray_address": self.ray_address} if self.ray_llm is not None else {})}
 
 
 _ROLE_LIMIT = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(rpm|tpm)\s*=\s*([0-9]*\.?[0-9]+)\s*$")
@@ -76,6 +81,10 @@ def parse_role_limits(texts: list[str] | tuple[str, ...], roles: tuple[str, ...]
 def open_backend(spec: str, access: ModelAccess, **extra: Any) -> Any:
     """The backend of a spec; a fatal failure while opening it (e.g. no API key) stops the run."""
     try:
+        if access.ray_llm is not None and ModelSpec.parse(spec).provider == "vllm":
+            from vau_annotate.annotate.backends.ray_llm_backend import create
+
+            return create(ModelSpec.parse(spec), access.ray_llm, address=access.ray_address, **extra)
         return load_backend(spec, **{**access.backend_options(), **extra})
     except BackendError as exc:
         if exc.error_class is ErrorClass.FATAL:
@@ -92,6 +101,8 @@ def make_engine(stage: str, backend: Any, ledger: Ledger, access: ModelAccess, *
         backend = batch_backend(backend, ledger, access)
         # a batch round should carry every request that is ready; the provider, not us, paces it
         concurrency, rpm, tpm = max(concurrency, BATCH_CONCURRENCY), None, None
+    elif getattr(backend, "round_size", None):  # Ray Data LLM: a round carries every ready request
+        concurrency = max(concurrency, backend.round_size)
     return Engine(
         backend, ledger, stage=stage, concurrency=concurrency, rpm=rpm, tpm=tpm,
         role_rpm=access.role_limit(role, "rpm"), role_tpm=access.role_limit(role, "tpm"),
@@ -103,7 +114,10 @@ BATCH_CONCURRENCY = 1000  # items (and calls) in flight with --batch: what one b
 
 
 def items_in_flight(concurrency: int, access: ModelAccess) -> int:
-    """Items a stage runs at once: with --batch enough for one round to gather every ready request."""
+    """Items a stage runs at once: with --batch, or vllm: roles under --executor ray, enough for one
+    round to gather every ready request."""
+    if access.ray_llm is not None:
+        concurrency = max(concurrency, access.ray_llm.round_size)
     return max(concurrency, BATCH_CONCURRENCY) if access.batch else concurrency
 
 

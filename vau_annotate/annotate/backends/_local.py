@@ -106,25 +106,36 @@ def decode_video(video: VideoPart):
     return np.stack([np.asarray(img if img.size == size else img.resize(size)) for img in images])
 
 
-def prepare(request: Request) -> Prepared:
-    """Messages → HF chat format (`{"type": "image"}` / `{"type": "video"}` placeholders) + media."""
-    prepared = Prepared(conversation=[])
+def conversation(request: Request) -> list[dict[str, Any]]:
+    """Messages → HF chat format with `{"type": "image"}` / `{"type": "video"}` placeholders, media not
+    decoded (the Ray Data LLM backend decodes on the cluster's workers instead)."""
+    turns: list[dict[str, Any]] = []
     for message in request.messages:
         content: list[dict[str, Any]] = []
         for part in message.parts:
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif isinstance(part, ImagePart):
-                prepared.images.append(decode_image(part.data))
                 content.append({"type": "image"})
+            elif isinstance(part, VideoPart):
+                content.append({"type": "video"})
+        if all(c["type"] == "text" for c in content):  # plain strings suit text-only templates too
+            turns.append({"role": message.role, "content": "".join(c["text"] for c in content)})
+        else:
+            turns.append({"role": message.role, "content": content})
+    return turns
+
+
+def prepare(request: Request) -> Prepared:
+    """Messages → HF chat format (see `conversation`) + media decoded in placeholder order."""
+    prepared = Prepared(conversation=conversation(request))
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, ImagePart):
+                prepared.images.append(decode_image(part.data))
             elif isinstance(part, VideoPart):
                 prepared.videos.append(decode_video(part))
                 prepared.video_metadata.append(video_metadata(part))
-                content.append({"type": "video"})
-        if all(c["type"] == "text" for c in content):  # plain strings suit text-only templates too
-            prepared.conversation.append({"role": message.role, "content": "".join(c["text"] for c in content)})
-        else:
-            prepared.conversation.append({"role": message.role, "content": content})
     return prepared
 
 

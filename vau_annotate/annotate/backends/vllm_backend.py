@@ -139,16 +139,17 @@ class VLLMBackend:
         return [_result(output, latency) for output in outputs]
 
 
+def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """Our sampling parameters as `vllm.SamplingParams` keywords (also the `sampling_params` column
+    of a Ray Data LLM row, which the vLLM stage turns into `vllm.SamplingParams`)."""
+    return {"max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
+            "seed": params.seed, "stop": list(params.stop) or None}
+
+
 def _sampling(params: SamplingParams) -> Any:
     from vllm import SamplingParams as VllmSamplingParams
 
-    return VllmSamplingParams(
-        max_tokens=params.max_tokens,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        seed=params.seed,
-        stop=list(params.stop) or None,
-    )
+    return VllmSamplingParams(**sampling_kwargs(params))
 
 
 def _result(output: Any, latency: float) -> Result:
