@@ -51,12 +51,13 @@ def usage_error(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def finish(summary: StageSummary, run: Path) -> None:
+def finish(summary: StageSummary, run: Path, rejected_note: str | None = None) -> None:
+    """Print the summary table and notes, then exit with the run's status (0, 3 partial, ...)."""
     out.print(summary.counts_table(f"{summary.stage}: {run}"))
     for note in summary.notes:
         console.print(note)
     if summary.rejected:
-        console.print(f"[yellow]{summary.rejected} item(s) rejected[/] — reasons in {run / 'rejects.jsonl'} (`vau-annotate status --run {run}`)")
+        console.print(rejected_note or f"[yellow]{summary.rejected} item(s) rejected[/] — reasons in {run / 'rejects.jsonl'} (`vau-annotate status --run {run}`)")
     raise typer.Exit(code=summary.exit_code)
 
 

@@ -286,12 +286,7 @@ def export(
             raise typer.Exit(code=1) from None
         result.summary.notes.append(f"pushed {pushed.files} file(s) to {pushed.url} (commit {pushed.commit[:12]})")
     summary = result.summary
-    out.print(summary.counts_table(f"export: {out_dir}"))
-    for note in summary.notes:
-        console.print(note)
-    if summary.rejected:
-        console.print(f"[yellow]{summary.rejected} row(s) left out for missing frames[/] (exit status 3: partial)")
-    raise typer.Exit(code=summary.exit_code)
+    finish(summary, out_dir, rejected_note=f"[yellow]{summary.rejected} row(s) left out for missing frames[/] (exit status 3: partial)")
 
 
 @command()
