@@ -1,5 +1,6 @@
 """`openai:MODEL[@BASE_URL]`: the OpenAI API or any OpenAI-compatible server (vLLM, DashScope
-compatible mode, DeepSeek…) through `openai.AsyncOpenAI`.
+compatible mode, DeepSeek…). Chat calls are POSTed by `openai_http.ChatPoster` with the URL and
+headers of an `openai.AsyncOpenAI` client, which itself serves Files and Batches (`--batch`).
 
 Videos are sampled frames. With `video_mode="video_url"` (default) a video is one `video_url` part
 whose data URL carries every JPEG frame: `data:video/jpeg;base64,<frame1>,<frame2>,…` — vLLM's
@@ -208,12 +209,8 @@ def frame_image_parts(video: VideoPart, *, timestamps: bool) -> list[dict[str, A
 
 
 def classify_exception(exc: BaseException, *, secret: str = "", api_key_env: str = "OPENAI_API_KEY") -> BackendError:
-    """Map an openai SDK failure to the engine's classes; the message never carries the key."""
+    """Map an openai SDK failure (Files/Batches calls) to the engine's classes; the message never carries the key."""
     if isinstance(exc, openai.APITimeoutError):
-        cause = exc.__cause__ or exc.__context__
-        if cause is not None and "cannot connect" in str(cause).lower():
-            # the aiohttp transport reports a refused connection as a ConnectTimeout
-            return BackendError(f"openai: connection failed: {scrub(str(cause), secret)}", ErrorClass.RETRYABLE, code="connection")
         return BackendError("openai: request timed out", ErrorClass.RETRYABLE, code="timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
@@ -234,10 +231,8 @@ def classify_exception(exc: BaseException, *, secret: str = "", api_key_env: str
 
 
 def _is_truncation(cause: BaseException) -> bool:
-    """A body cut short: httpx says RemoteProtocolError, the aiohttp transport a ReadError about
-    an incomplete payload / content length."""
-    text = str(cause).lower()
-    return "protocol" in type(cause).__name__.lower() or "payload is not completed" in text or "content length" in text
+    """A body cut short: the SDK's httpx transport says RemoteProtocolError."""
+    return "protocol" in type(cause).__name__.lower()
 
 
 def classify_status(
