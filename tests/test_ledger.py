@@ -197,3 +197,30 @@ def test_status_counts_every_failed_attempt_including_the_ones_that_stopped_the_
     columns = [c.strip() for c in header.split("┃")]
     assert cells[columns.index("requests")] == "11" and cells[columns.index("failed attempts")] == "10"
     assert "fatal:invalid_api_key=8" in text and "retryable:429=2" in text
+
+
+def test_a_fresh_file_whose_first_writer_holds_the_lock_is_waited_for(tmp_path):
+    """In rollback mode (a file no one has switched to WAL yet), PRAGMA journal_mode=WAL against a
+    RESERVED lock fails at once, without the busy handler; opening the ledger must wait instead."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "l.sqlite"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE other (x)")
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO other VALUES (1)")
+
+    def release() -> None:
+        time.sleep(0.3)
+        first.execute("COMMIT")
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    ledger = Ledger(path, timeout=10)
+    ledger.put(answer("after-the-lock"))
+    releaser.join()
+    assert ledger.get(answer("after-the-lock").key).text == answer("after-the-lock").text
+    assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ledger.close()
+    first.close()
