@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from vau_annotate.annotate.ledger import enable_wal
+
 FINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 _SCHEMA = """
@@ -82,7 +84,7 @@ class BatchStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._conn, 30.0)
         self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -245,31 +245,10 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        self._enable_wal(conn)
+        enable_wal(conn, self.timeout)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._ensure_schema(conn)
         return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        """Switch to WAL, retrying "database is locked" until `timeout`.
-
-        Why not just the busy timeout: until the first write has made the file a WAL database it is
-        in rollback mode, where the switch reads (SHARED lock) and then needs the write lock; if
-        another connection already holds RESERVED (a concurrent first writer), SQLite returns
-        SQLITE_BUSY at once without calling the busy handler (it would deadlock). Four threads
-        opening a fresh ledger hit this in ~8% of trials; the retry waits for the writer instead.
-        """
-        deadline = time.monotonic() + self.timeout
-        delay = 0.002
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         with self._schema_lock:
@@ -560,6 +539,28 @@ def _detail_matches(text: str, wanted: Mapping[str, Any]) -> bool:
     except ValueError:
         return False
     return isinstance(detail, dict) and all(detail.get(k) == v for k, v in wanted.items())
+
+
+def enable_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch `conn`'s file to WAL, retrying "database is locked" for up to `timeout` seconds.
+
+    Why not just the busy timeout: until the first write has made the file a WAL database it is
+    in rollback mode, where the switch reads (SHARED lock) and then needs the write lock; if
+    another connection already holds RESERVED (a concurrent first writer), SQLite returns
+    SQLITE_BUSY at once without calling the busy handler (waiting could deadlock). Four threads
+    opening a fresh ledger hit this in ~8% of trials; the retry waits for that writer instead.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
